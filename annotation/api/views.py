@@ -1,0 +1,97 @@
+from dataclasses import asdict
+
+from django.shortcuts import get_object_or_404
+from rest_framework import generics, status
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from annotation import selectors, services
+from annotation.api.serializers import ImportReportSerializer, ProjectSerializer, PromptImportSerializer, PromptSerializer
+from annotation.importing import ImportFileError, RowError, parse_row
+from annotation.models import Project
+from config.api import AnyRoleReadsAdminWrites, CanExplore, IsAdmin
+
+
+class ProjectList(generics.ListCreateAPIView):
+    """Projects. Every role lists them; admins create them."""
+
+    serializer_class = ProjectSerializer
+    permission_classes = [AnyRoleReadsAdminWrites]
+    queryset = Project.objects.order_by("name")
+
+    def perform_create(self, serializer):
+        serializer.instance = services.project_create(created_by=self.request.user, **serializer.validated_data)
+
+
+class ProjectDetail(generics.RetrieveAPIView):
+    serializer_class = ProjectSerializer
+    permission_classes = [AnyRoleReadsAdminWrites]
+    queryset = Project.objects.all()
+    lookup_field = "slug"
+
+
+class PromptList(generics.ListAPIView):
+    """A project's prompts (admins and researchers). Filters: ``split``, ``search``."""
+
+    serializer_class = PromptSerializer
+    permission_classes = [CanExplore]
+
+    def get_queryset(self):
+        project = get_object_or_404(Project, slug=self.kwargs["slug"])
+        return selectors.prompts_filtered(
+            project, q=self.request.query_params.get("search", ""), split=self.request.query_params.get("split", "")
+        )
+
+
+class PromptDetail(generics.RetrieveAPIView):
+    serializer_class = PromptSerializer
+    permission_classes = [CanExplore]
+
+    def get_queryset(self):
+        return selectors.prompts_filtered(get_object_or_404(Project, slug=self.kwargs["slug"]))
+
+
+class PromptImport(APIView):
+    """Import prompts or preference rows. A broken row rejects the whole request: 400 with ``line`` and ``detail``."""
+
+    permission_classes = [IsAdmin]
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def post(self, request, slug):
+        project = get_object_or_404(Project, slug=slug)
+        serializer = PromptImportSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        try:
+            report = self._import(project, data)
+        except ImportFileError as exc:
+            return Response({"detail": str(exc), "line": exc.line or None}, status=status.HTTP_400_BAD_REQUEST)
+        return Response(ImportReportSerializer(asdict(report)).data, status=status.HTTP_201_CREATED)
+
+    def _import(self, project, data):
+        if "file" in data:
+            upload = data["file"]
+            return services.prompts_import_file(
+                project=project,
+                stream=upload,
+                filename=upload.name,
+                source=data.get("source", ""),
+                heldout_fraction=data["heldout_fraction"],
+            )
+        return services.prompts_import(
+            project=project,
+            rows=_parse_rows(data["rows"]),
+            source=data.get("source") or "api",
+            heldout_fraction=data["heldout_fraction"],
+        )
+
+
+def _parse_rows(records):
+    rows = []
+    for number, record in enumerate(records, start=1):
+        try:
+            rows.append(parse_row(number, record))
+        except RowError as exc:
+            raise ImportFileError(number, str(exc)) from exc
+    return rows

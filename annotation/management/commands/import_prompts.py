@@ -1,0 +1,42 @@
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation import services
+from config.web import validation_message
+from annotation.importing import ImportFileError
+from annotation.models import Project
+
+
+class Command(BaseCommand):
+    help = (
+        "Import prompts or preference pairs from JSONL, JSON or CSV (optionally gzipped). "
+        "A file with a broken row is rejected whole."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("project_slug")
+        parser.add_argument("file")
+        parser.add_argument("--heldout-fraction", type=float, default=0.0, help="Share of new prompts held out (0 to 0.99).")
+        parser.add_argument("--source", default="", help="Recorded as each prompt's source (defaults to the file name).")
+
+    def handle(self, *args, **options):
+        try:
+            project = Project.objects.get(slug=options["project_slug"])
+        except Project.DoesNotExist as exc:
+            raise CommandError(f"No project with slug {options['project_slug']!r}.") from exc
+        try:
+            with open(options["file"], "rb") as stream:
+                report = services.prompts_import_file(
+                    project=project,
+                    stream=stream,
+                    filename=options["file"],
+                    source=options["source"],
+                    heldout_fraction=options["heldout_fraction"],
+                )
+        except OSError as exc:
+            raise CommandError(f"Cannot read {options['file']}: {exc.strerror}") from exc
+        except ImportFileError as exc:
+            raise CommandError(f"Nothing was imported. {options['file']}, {exc}") from exc
+        except ValidationError as exc:
+            raise CommandError(validation_message(exc)) from exc
+        self.stdout.write(self.style.SUCCESS(f"Imported into {project.slug}: {report.summary()}."))

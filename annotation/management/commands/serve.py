@@ -1,0 +1,24 @@
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from config import processes
+
+
+class Command(BaseCommand):
+    help = "Run the web server (gunicorn) and the Celery workers (queues default and gpu) until Ctrl-C."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--host", default="127.0.0.1")
+        parser.add_argument("--port", type=int, default=8000)
+        parser.add_argument("--web-workers", type=int, default=2)
+
+    def handle(self, *args, **options):
+        call_command("collectstatic", interactive=False, verbosity=0)
+        specs = [
+            processes.web(options["host"], options["port"], workers=options["web_workers"]),
+            processes.default_worker(),
+            processes.gpu_worker(),
+        ]
+        url = f"http://{options['host']}:{options['port']}/"
+        code = processes.run_together(specs, on_started=lambda: self.stdout.write(self.style.SUCCESS(f"Prefloop is running at {url} (Ctrl-C stops it).")))
+        raise SystemExit(code)

@@ -1,0 +1,202 @@
+"""Projects, prompts, ranking items, assignments, rankings and preference pairs.
+
+The whole RLHF loop hangs off these rows: a Prompt gets Candidates (generation app), K of them are shown
+together as a RankingItem, a labeler leases it through an Assignment, submits a Ranking (ordered tiers of
+candidate ids), and the Ranking becomes PreferencePairs. Imported preference data becomes PreferencePairs too.
+"""
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+MIN_K, MAX_K = 2, 8
+MIN_RANKINGS_PER_ITEM, MAX_RANKINGS_PER_ITEM = 1, 5
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=100, unique=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown shown to labelers above every item.")
+    responses_per_item = models.PositiveSmallIntegerField(
+        default=4,
+        validators=[MinValueValidator(MIN_K), MaxValueValidator(MAX_K)],
+        help_text="K: how many candidate responses a labeler ranks together.",
+    )
+    rankings_per_item = models.PositiveSmallIntegerField(
+        default=1,
+        validators=[MinValueValidator(MIN_RANKINGS_PER_ITEM), MaxValueValidator(MAX_RANKINGS_PER_ITEM)],
+        help_text="How many distinct labelers rank each item.",
+    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("manage", "Admin: manage projects, prompts, models and jobs"),
+            ("label", "Labeler: rank responses"),
+            ("explore", "Researcher: read and export data"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(responses_per_item__gte=MIN_K) & Q(responses_per_item__lte=MAX_K),
+                name="project_k_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(rankings_per_item__gte=MIN_RANKINGS_PER_ITEM) & Q(rankings_per_item__lte=MAX_RANKINGS_PER_ITEM),
+                name="project_rankings_per_item_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Prompt(models.Model):
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        HELDOUT = "heldout", "Held out"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    messages = models.JSONField(help_text='Chat turns: [{"role": "user", "content": "..."}, ...], ending with a user turn.')
+    source = models.CharField(max_length=200, blank=True, help_text="Where the prompt came from (file name, api, ...).")
+    external_id = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    content_hash = models.CharField(max_length=64, help_text="sha256 of the canonical JSON of the messages.")
+    split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["project", "content_hash"], name="prompt_unique_content_per_project")]
+        indexes = [models.Index(fields=["project", "split"])]
+
+    def __str__(self) -> str:
+        return self.preview
+
+    @property
+    def preview(self) -> str:
+        last = self.messages[-1]["content"] if self.messages else ""
+        return last if len(last) <= 120 else last[:117] + "..."
+
+
+class RankingItem(models.Model):
+    """K candidates of one prompt, shown together to labelers."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "In the queue"
+        FLAGGED = "flagged", "Flagged, awaiting review"
+        RETIRED = "retired", "Retired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
+    candidates = models.ManyToManyField("generation.Candidate", related_name="items")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    rankings_count = models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings, kept for queue ordering.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "status", "rankings_count", "id"])]
+
+
+class Assignment(models.Model):
+    """A labeler's lease on an item; an expired lease returns the slot to the queue."""
+
+    class Status(models.TextChoices):
+        LEASED = "leased", "Leased"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    item = models.ForeignKey(RankingItem, on_delete=models.CASCADE, related_name="assignments")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.LEASED)
+    leased_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    skip_reason = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["item", "labeler"], name="assignment_once_per_labeler")]
+        indexes = [models.Index(fields=["labeler", "status"]), models.Index(fields=["item", "status", "expires_at"])]
+
+
+class Ranking(models.Model):
+    """A labeler's ordering of an item's candidates: tiers best first, ties inside a tier."""
+
+    item = models.ForeignKey(RankingItem, on_delete=models.CASCADE, related_name="rankings")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings")
+    assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL, related_name="ranking")
+    tiers = models.JSONField(help_text="Lists of candidate ids, best tier first: [[4], [3], [1, 2]] is D > C > A = B.")
+    rationale = models.TextField(blank=True)
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["item", "labeler"], name="ranking_once_per_labeler")]
+
+
+class ItemFlag(models.Model):
+    """A labeler's report that an item cannot be ranked as it is; admins dismiss or retire it."""
+
+    class Reason(models.TextChoices):
+        UNSAFE = "unsafe", "Unsafe content"
+        BROKEN = "broken", "Broken responses"
+        DUPLICATE = "duplicate", "Duplicate responses"
+        OTHER = "other", "Other"
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        DISMISSED = "dismissed", "Dismissed"
+        RETIRED = "retired", "Item retired"
+
+    item = models.ForeignKey(RankingItem, on_delete=models.CASCADE, related_name="flags")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="flags")
+    reason = models.CharField(max_length=20, choices=Reason.choices)
+    note = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    resolved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class PreferencePair(models.Model):
+    """One chosen/rejected pair, from a human ranking or from imported preference data."""
+
+    class Source(models.TextChoices):
+        HUMAN = "human", "Human ranking"
+        IMPORT = "import", "Imported"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pairs")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="pairs")
+    chosen = models.ForeignKey("generation.Candidate", on_delete=models.CASCADE, related_name="pairs_chosen")
+    rejected = models.ForeignKey("generation.Candidate", on_delete=models.CASCADE, related_name="pairs_rejected")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    margin = models.FloatField(default=1.0, help_text="Tier gap between chosen and rejected (1 for adjacent tiers and imports).")
+    chosen_rank = models.PositiveSmallIntegerField(null=True, blank=True, help_text="1-based tier of the chosen response.")
+    rejected_rank = models.PositiveSmallIntegerField(null=True, blank=True)
+    k = models.PositiveSmallIntegerField(null=True, blank=True, help_text="How many responses were shown together.")
+    ranking = models.ForeignKey(Ranking, null=True, blank=True, on_delete=models.CASCADE, related_name="pairs")
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(chosen=models.F("rejected")), name="pair_chosen_differs_from_rejected"),
+            models.CheckConstraint(
+                condition=Q(source="import", ranking__isnull=True) | Q(source="human", ranking__isnull=False),
+                name="pair_source_matches_ranking",
+            ),
+            models.UniqueConstraint(
+                fields=["ranking", "chosen", "rejected"], name="pair_unique_per_ranking", condition=Q(source="human")
+            ),
+            models.UniqueConstraint(
+                fields=["chosen", "rejected"], name="pair_unique_import", condition=Q(source="import")
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "source", "created_at"])]

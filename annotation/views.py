@@ -1,0 +1,96 @@
+"""HTML views: validate input, call one service or selector, render. htmx requests get the fragment."""
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.shortcuts import get_object_or_404, redirect, render
+
+from annotation import selectors, services
+from annotation.forms import ProjectForm, PromptFilterForm, PromptImportForm
+from annotation.importing import ImportFileError
+from annotation.models import Project
+from annotation.roles import ANY_ROLE, EXPLORE, MANAGE
+from config.web import add_validation_errors, require, validation_message
+
+PROMPTS_PER_PAGE = 50
+
+
+@require(*ANY_ROLE)
+def home(request):
+    return render(request, "home.html", {"projects": selectors.projects_with_counts()})
+
+
+@require(MANAGE)
+def project_create(request):
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_create(created_by=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            add_validation_errors(form, exc)
+        else:
+            messages.success(request, f"Project {project.name} created. Import prompts to get started.")
+            return redirect("project_detail", slug=project.slug)
+    return render(request, "project_form.html", {"form": form}, status=422 if form.errors else 200)
+
+
+@require(*ANY_ROLE)
+def project_detail(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    context = {"project": project, "import_form": PromptImportForm()}
+    if request.user.has_perm(EXPLORE):
+        context["stats"] = selectors.project_stats(project)
+    return render(request, "project_detail.html", context)
+
+
+@require(MANAGE)
+def prompts_import(request, slug):
+    """Upload a prompt or preference file. A broken file is rejected whole (422) with the line number."""
+    project = get_object_or_404(Project, slug=slug)
+    form = PromptImportForm(request.POST or None, request.FILES or None)
+    context = {"project": project, "import_form": form}
+    status = 200
+    if request.method == "POST":
+        context["report"], context["import_error"] = _import_upload(project, form)
+        status = 200 if context["report"] else 422
+    template = "_import_result.html" if request.htmx else "prompt_import.html"
+    return render(request, template, context, status=status)
+
+
+def _import_upload(project, form):
+    if not form.is_valid():
+        return None, "; ".join(error for errors in form.errors.values() for error in errors)
+    upload = form.cleaned_data["file"]
+    try:
+        report = services.prompts_import_file(
+            project=project,
+            stream=upload,
+            filename=upload.name,
+            heldout_fraction=form.cleaned_data["heldout_fraction"] or 0.0,
+        )
+    except ImportFileError as exc:
+        return None, f"Nothing was imported. {upload.name}, {exc}"
+    except ValidationError as exc:
+        return None, validation_message(exc)
+    return report, None
+
+
+@require(EXPLORE)
+def prompt_list(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    filters = PromptFilterForm(request.GET)
+    filters.is_valid()
+    prompts = selectors.prompts_filtered(project, q=filters.cleaned_data.get("q", ""), split=filters.cleaned_data.get("split", ""))
+    page = Paginator(prompts, PROMPTS_PER_PAGE).get_page(request.GET.get("page"))
+    context = {"project": project, "filters": filters, "page": page}
+    template = "_prompt_rows.html" if request.htmx else "prompt_list.html"
+    return render(request, template, context)
+
+
+@require(EXPLORE)
+def prompt_detail(request, slug, prompt_id):
+    project = get_object_or_404(Project, slug=slug)
+    prompt = get_object_or_404(selectors.prompts_filtered(project), pk=prompt_id)
+    candidates = prompt.candidates.select_related("model_version").order_by("id")
+    return render(request, "prompt_detail.html", {"project": project, "prompt": prompt, "candidates": candidates})
+

