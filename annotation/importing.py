@@ -143,7 +143,7 @@ def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
 
 
 def _csv_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(text)
+    reader = csv.DictReader(text, strict=True)
     try:
         header = reader.fieldnames
     except csv.Error as exc:

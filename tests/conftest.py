@@ -1,0 +1,35 @@
+import pytest
+from rest_framework.test import APIClient
+
+from annotation.roles import ADMIN, LABELER, RESEARCHER
+from tests.factories import ProjectFactory, user_with_role
+
+
+@pytest.fixture
+def admin_user(db):
+    return user_with_role(ADMIN, "alice-admin")
+
+
+@pytest.fixture
+def labeler(db):
+    return user_with_role(LABELER, "larry-labeler")
+
+
+@pytest.fixture
+def researcher(db):
+    return user_with_role(RESEARCHER, "rita-researcher")
+
+
+@pytest.fixture
+def users(admin_user, labeler, researcher):
+    return {"admin": admin_user, "labeler": labeler, "researcher": researcher}
+
+
+@pytest.fixture
+def project(db):
+    return ProjectFactory(slug="demo-project", name="Demo project")
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()

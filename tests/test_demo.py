@@ -1,0 +1,117 @@
+"""The README's first command, after installation: `python manage.py demo` prepares everything and serves the app
+with a real Celery worker on the embedded defaults (SQLite, a broker without a server)."""
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from annotation.services import DEMO_PASSWORD
+from generation.backends import default_model
+from generation.services import DEFAULT_MODEL_NAME
+
+REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def embedded_env(data_dir: Path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}}
+    return {**env, "PREFLOOP_DATA_DIR": str(data_dir)}
+
+
+class Output:
+    """Collects a process's output in a thread so the test can wait for a line."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc):
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in self.lines):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} not seen within {timeout}s:\n{self.text}")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+def log_in(base_url: str, username: str, password: str) -> urllib.request.OpenerDirector:
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    page = opener.open(base_url + "login/").read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    body = urllib.parse.urlencode({"username": username, "password": password, "csrfmiddlewaretoken": token}).encode()
+    opener.open(base_url + "login/", body)
+    return opener
+
+
+def test_demo_sets_up_and_serves_the_app_and_the_workers(tmp_path):
+    # Reuse the default model the suite builds once, instead of building it again (a minute) in this data dir.
+    built = default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME)
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / DEFAULT_MODEL_NAME).symlink_to(built)
+    env, port = embedded_env(tmp_path), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "demo", "--port", str(port)],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = Output(proc)
+    try:
+        output.wait_for(r"Prefloop is running at", timeout=180)
+        assert f"password for all: {DEMO_PASSWORD}" in output.text
+        for username in ("admin", "labeler1", "labeler2", "researcher"):
+            assert re.search(rf"^\s+{username}\s", output.text, re.MULTILINE)
+        assert (tmp_path / "db.sqlite3").exists()
+
+        base_url = f"http://127.0.0.1:{port}/"
+        _wait_for_http(base_url + "login/")
+        home = log_in(base_url, "labeler1", DEMO_PASSWORD).open(base_url).read().decode()
+        assert "Demo: helpful assistant" in home
+        models = log_in(base_url, "researcher", DEMO_PASSWORD).open(base_url + "models/").read().decode()
+        assert DEFAULT_MODEL_NAME in models
+
+        ping = subprocess.run(
+            [sys.executable, "-m", "celery", "-A", "config", "inspect", "ping", "--timeout", "10"],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+        )
+        assert "default@" in ping.stdout and "gpu@" in ping.stdout, ping.stdout + ping.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    assert proc.returncode == 0, output.text
+
+
+def _wait_for_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url)
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
