@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from annotation.models import Project
 from annotation.roles import can_label, can_manage
 from generation.models import ModelVersion
-from tests.annotation_tests.test_importing import HH_FILE
+from tests.annotation_tests.test_importing import HH_FILE, needs_hh_file
 
 pytestmark = pytest.mark.django_db
 
@@ -47,6 +47,7 @@ def test_create_project_refuses_a_taken_slug(project):
         call_command("create_project", project.slug)
 
 
+@needs_hh_file
 def test_import_prompts_from_the_hh_file(project, capsys):
     call_command("import_prompts", project.slug, str(HH_FILE), "--heldout-fraction", "0.1")
     out = capsys.readouterr().out

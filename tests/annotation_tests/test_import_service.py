@@ -9,7 +9,7 @@ from annotation import services
 from annotation.importing import ImportFileError
 from annotation.models import PreferencePair, Prompt
 from generation.models import Candidate
-from tests.annotation_tests.test_importing import HH_FILE
+from tests.annotation_tests.test_importing import HH_FILE, needs_hh_file
 
 pytestmark = pytest.mark.django_db
 
@@ -68,6 +68,7 @@ def test_identical_chosen_and_rejected_are_skipped_and_reported(project):
     assert "identical" in report.summary()
 
 
+@needs_hh_file
 def test_the_real_hh_file_imports_and_reimports_as_duplicates(project):
     with open(HH_FILE, "rb") as stream:
         report = services.prompts_import_file(project=project, stream=stream, filename=HH_FILE.name)

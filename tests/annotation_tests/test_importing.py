@@ -3,13 +3,18 @@
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from annotation.importing import ImportFileError, content_hash, parse_file, parse_hh_transcript
 
+# The real HH-RLHF sample lies in shared/, beside the repository (CI always has it; a plain clone may not).
 HH_FILE = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "hh-rlhf-harmless-base-test.jsonl.gz"
+needs_hh_file = pytest.mark.skipif(
+    not HH_FILE.exists() and os.environ.get("CI") != "true", reason=f"{HH_FILE} is not beside the repository"
+)
 
 
 def jsonl(*rows) -> io.BytesIO:
@@ -94,6 +99,7 @@ def test_hh_prompt_string_with_trl_prompt_column():
     assert row.messages == [{"role": "user", "content": "Hi"}]
 
 
+@needs_hh_file
 def test_the_real_hh_file_parses_completely():
     with open(HH_FILE, "rb") as stream:
         rows = parse_file(stream, HH_FILE.name)
