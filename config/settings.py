@@ -1,6 +1,7 @@
 """Prefloop settings. Every deployment knob is an environment variable (see README, "Configuration")."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -19,12 +20,25 @@ ARTIFACTS_DIR = DATA_DIR / "artifacts"
 EXPORTS_DIR = DATA_DIR / "exports"
 
 DEBUG = env_bool("PREFLOOP_DEBUG")
-SECRET_KEY = os.environ.get("PREFLOOP_SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and not env_bool("PREFLOOP_INSECURE_DEFAULTS", True):
-        raise RuntimeError("Set PREFLOOP_SECRET_KEY (or PREFLOOP_DEBUG=1 for development).")
-    # The embedded single-machine default; production deployments set PREFLOOP_SECRET_KEY.
-    SECRET_KEY = "prefloop-insecure-local-default-key-change-me-in-production"
+
+
+def _local_secret_key(path: Path) -> str:
+    """A random key made on first start and kept in the data directory, so a single machine needs no setup.
+    Written aside and linked into place, so processes starting together all read the same whole key."""
+    if not path.exists():
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(50))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = os.environ.get("PREFLOOP_SECRET_KEY") or _local_secret_key(DATA_DIR / "secret_key")
 ALLOWED_HOSTS = [h.strip() for h in os.environ.get("PREFLOOP_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [o.strip() for o in os.environ.get("PREFLOOP_CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()]
 

@@ -1,4 +1,4 @@
-"""Template filters: safe Markdown for guidelines and model output."""
+"""Template filters: safe Markdown for guidelines, prompts and model output."""
 
 import markdown as markdown_lib
 import nh3
@@ -15,6 +15,10 @@ ALLOWED_TAGS = {
 
 @register.filter
 def markdown(text: str) -> str:
-    """Render Markdown, then keep only harmless tags: raw HTML in the text is escaped or dropped, never run."""
-    html = markdown_lib.markdown(text or "", extensions=["fenced_code", "tables", "sane_lists"])
+    """Render Markdown with raw HTML shown as text, never as markup: model output that talks about `<div>` must
+    read as `<div>`. nh3 then keeps only harmless tags and attributes, as a second line of defence."""
+    renderer = markdown_lib.Markdown(extensions=["fenced_code", "tables", "sane_lists"])
+    renderer.preprocessors.deregister("html_block")
+    renderer.inlinePatterns.deregister("html")
+    html = renderer.convert(text or "")
     return mark_safe(nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}}, link_rel="noopener nofollow"))
