@@ -7,7 +7,8 @@ Accepted, one row per line (JSONL, or a JSON array, or CSV with a header), optio
 - Anthropic HH rows: ``chosen`` / ``rejected`` transcripts with ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` turns; the shared
   conversation becomes the prompt.
 Optional fields: ``id`` or ``external_id``, ``split`` (train / heldout), ``metadata`` (an object); any other field is
-kept in the metadata. The whole file is parsed before anything is written, so a broken row rejects the file.
+kept in the metadata. Rows are parsed lazily; the importer writes them inside one transaction, so a broken row
+rejects the whole file.
 """
 
 from __future__ import annotations
@@ -64,19 +65,25 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def parse_file(stream: IO[bytes], filename: str = "") -> list[ImportedRow]:
-    """Parse a whole file; raises ImportFileError naming the first broken line."""
+def read_rows(stream: IO[bytes], filename: str = "") -> Iterator[ImportedRow]:
+    """Parse rows one at a time (flat memory); raises ImportFileError naming the first broken line."""
     raw = _maybe_gunzip(stream)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    count = 0
     try:
-        rows = [_row_or_error(line, record) for line, record in _records(text, filename)]
+        for line, record in _records(text, filename):
+            count += 1
+            yield _row_or_error(line, record)
     except UnicodeDecodeError as exc:
         raise ImportFileError(0, f"the file is not UTF-8 text ({exc.reason})") from exc
     except (EOFError, OSError, gzip.BadGzipFile) as exc:
         raise ImportFileError(0, f"the file could not be read: {exc}") from exc
-    if not rows:
+    if not count:
         raise ImportFileError(0, "the file has no rows")
-    return rows
+
+
+def parse_file(stream: IO[bytes], filename: str = "") -> list[ImportedRow]:
+    return list(read_rows(stream, filename))
 
 
 def _maybe_gunzip(stream: IO[bytes]) -> IO[bytes]:

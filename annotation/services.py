@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from itertools import islice
 from pathlib import Path
 from typing import IO
 
@@ -75,11 +76,14 @@ def project_create(
 
 @dataclass(frozen=True)
 class ImportReport:
-    rows: int
-    prompts_created: int
-    pairs_created: int
-    duplicates_skipped: int
-    identical_pairs_skipped: int
+    rows: int = 0
+    prompts_created: int = 0
+    pairs_created: int = 0
+    duplicates_skipped: int = 0
+    identical_pairs_skipped: int = 0
+
+    def __add__(self, other: ImportReport) -> ImportReport:
+        return ImportReport(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows", f"{self.prompts_created} new prompts", f"{self.pairs_created} new preference pairs"]
@@ -92,36 +96,44 @@ class ImportReport:
 def prompts_import_file(
     *, project: Project, stream: IO[bytes], filename: str, source: str = "", heldout_fraction: float = 0.0
 ) -> ImportReport:
-    """Parse and import a whole file. Raises importing.ImportFileError (with the line number) and writes nothing
-    if any row is broken."""
-    rows = importing.parse_file(stream, filename)
+    """Import a whole file. Raises importing.ImportFileError (with the line number) and writes nothing if any row
+    is broken."""
+    rows = importing.read_rows(stream, filename)
     return prompts_import(project=project, rows=rows, source=source or filename, heldout_fraction=heldout_fraction)
 
 
 def prompts_import(
-    *, project: Project, rows: Sequence[ImportedRow], source: str, heldout_fraction: float = 0.0
+    *, project: Project, rows: Iterable[ImportedRow], source: str, heldout_fraction: float = 0.0
 ) -> ImportReport:
-    """Import parsed rows in one transaction.
+    """Import rows in one transaction, a chunk at a time so that memory stays flat whatever the file size.
 
     A prompt already in the project (same content hash) is not created again. For preference rows the responses
     become imported Candidates and the row becomes an imported PreferencePair; a pair already imported is a duplicate.
+    A row that fails to parse (raised by the ``rows`` iterator) rolls back everything.
     """
     if not 0.0 <= heldout_fraction < 1.0:
         raise ValidationError("The held-out fraction must be at least 0 and below 1.")
-    hashes = [content_hash(row.messages) for row in rows]
+    report = ImportReport()
     with transaction.atomic():
-        prompt_ids, prompts_created = _prompts_get_or_create(project, rows, hashes, source, heldout_fraction)
-        preference_rows = [(row, prompt_ids[h]) for row, h in zip(rows, hashes) if row.is_preference]
-        identical = sum(1 for row, _ in preference_rows if row.chosen == row.rejected)
-        preference_rows = [(row, prompt_id) for row, prompt_id in preference_rows if row.chosen != row.rejected]
-        pairs_created = _import_pairs(project, preference_rows)
+        for chunk in _chunks_of(rows, BATCH_SIZE):
+            report += _import_chunk(project, chunk, source, heldout_fraction)
+    return report
+
+
+def _import_chunk(project: Project, rows: Sequence[ImportedRow], source: str, heldout_fraction: float) -> ImportReport:
+    """Earlier chunks of the same file are already in the database, so duplicates across chunks are found too."""
+    hashes = [content_hash(row.messages) for row in rows]
+    prompt_ids, prompts_created = _prompts_get_or_create(project, rows, hashes, source, heldout_fraction)
+    preference_rows = [(row, prompt_ids[h]) for row, h in zip(rows, hashes) if row.is_preference]
+    identical = sum(1 for row, _ in preference_rows if row.chosen == row.rejected)
+    preference_rows = [(row, prompt_id) for row, prompt_id in preference_rows if row.chosen != row.rejected]
+    pairs_created = _import_pairs(project, preference_rows)
     prompt_duplicates = sum(not row.is_preference for row in rows) - _count_prompt_only_created(rows, hashes, prompts_created)
-    pair_duplicates = len(preference_rows) - pairs_created
     return ImportReport(
         rows=len(rows),
         prompts_created=len(prompts_created),
         pairs_created=pairs_created,
-        duplicates_skipped=prompt_duplicates + pair_duplicates,
+        duplicates_skipped=prompt_duplicates + len(preference_rows) - pairs_created,
         identical_pairs_skipped=identical,
     )
 
@@ -233,6 +245,12 @@ def _existing_import_pairs(keys: list[tuple[int, int]]) -> set[tuple[int, int]]:
 def _chunks(values: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def _chunks_of(values: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(values)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
 
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"

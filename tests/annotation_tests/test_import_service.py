@@ -112,3 +112,14 @@ def test_a_bad_heldout_fraction_is_refused(project):
 
     with pytest.raises(ValidationError):
         import_rows(project, {"prompt": "a"}, heldout_fraction=1.5)
+
+
+def test_large_files_are_imported_in_chunks_all_or_nothing(project):
+    assert services.BATCH_SIZE < 2500
+    rows = [{"prompt": f"Prompt {n}?"} for n in range(2500)] + [{"prompt": "Prompt 1?"}]
+    report = import_rows(project, *rows)
+    assert (report.rows, report.prompts_created, report.duplicates_skipped) == (2501, 2500, 1)
+    broken = b"".join(json.dumps({"prompt": f"Other {n}"}).encode() + b"\n" for n in range(2500)) + b'{"prompt": 1}\n'
+    with pytest.raises(ImportFileError, match="line 2501"):
+        services.prompts_import_file(project=project, stream=io.BytesIO(broken), filename="big.jsonl")
+    assert project.prompts.count() == 2500
