@@ -103,13 +103,14 @@ class RankingItem(models.Model):
 
 
 class Assignment(models.Model):
-    """A labeler's lease on an item; an expired lease returns the slot to the queue."""
+    """A labeler's lease on an item. A lease counts while ``expires_at`` is in the future; an expired lease returns
+    the slot to the queue without any sweep."""
 
     class Status(models.TextChoices):
         LEASED = "leased", "Leased"
         SUBMITTED = "submitted", "Submitted"
         SKIPPED = "skipped", "Skipped"
-        EXPIRED = "expired", "Expired"
+        FLAGGED = "flagged", "Flagged"
 
     item = models.ForeignKey(RankingItem, on_delete=models.CASCADE, related_name="assignments")
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")

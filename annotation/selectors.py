@@ -1,8 +1,18 @@
-"""Reads for projects and prompts."""
+"""Reads for projects, prompts, the labeling queue, dashboards and agreement."""
 
-from django.db.models import Count, Q, QuerySet
+from dataclasses import dataclass
+from datetime import timedelta
+from statistics import median
 
-from annotation.models import Project, Prompt
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.utils import timezone
+
+from annotation import agreement
+from annotation.agreement import ItemRankings
+from annotation.models import Assignment, ItemFlag, Project, Prompt, Ranking, RankingItem
+from annotation.ranking import display_order, letters_for, ranking_text
 
 
 def projects_with_counts() -> QuerySet[Project]:
@@ -34,3 +44,131 @@ def prompts_filtered(project: Project, *, q: str = "", split: str = "") -> Query
         prompts = prompts.filter(Q(messages__icontains=q) | Q(external_id=q))
     return prompts
 
+
+
+@dataclass(frozen=True)
+class ShownResponse:
+    id: int
+    letter: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ItemForLabeler:
+    """What a labeler sees of an item: the conversation and the responses, lettered in their own shuffled order.
+    Nothing about where a response came from."""
+
+    item_id: int
+    messages: list[dict]
+    responses: list[ShownResponse]
+    expires_at: object
+
+    @property
+    def letters(self) -> dict[int, str]:
+        return {response.id: response.letter for response in self.responses}
+
+
+def item_for_labeler(assignment: Assignment) -> ItemForLabeler:
+    item = assignment.item
+    texts = dict(item.candidates.values_list("id", "text"))
+    letters = letters_for(display_order(list(texts), labeler_id=assignment.labeler_id, item_id=item.pk))
+    return ItemForLabeler(
+        item_id=item.pk,
+        messages=Prompt.objects.values_list("messages", flat=True).get(pk=item.prompt_id),
+        responses=sorted((ShownResponse(id=i, letter=letter, text=texts[i]) for i, letter in letters.items()), key=lambda r: r.letter),
+        expires_at=assignment.expires_at,
+    )
+
+
+def labeler_progress(labeler, project: Project) -> dict[str, int]:
+    """The labeler's own counts: ranked in this project, and items still open to them."""
+    ranked = Ranking.objects.filter(labeler=labeler, item__project=project).count()
+    done = Assignment.objects.filter(labeler=labeler, item=OuterRef("pk")).exclude(status=Assignment.Status.LEASED)
+    open_items = (
+        project.items.filter(status=RankingItem.Status.ACTIVE, rankings_count__lt=project.rankings_per_item)
+        .exclude(Exists(done))
+        .count()
+    )
+    return {"ranked": ranked, "open": open_items}
+
+
+@dataclass(frozen=True)
+class RankingRow:
+    ranking: Ranking
+    text: str
+    revisable: bool
+
+
+def rankings_of(labeler, project: Project | None = None, limit: int = 50) -> list[RankingRow]:
+    """A labeler's recent rankings, each as ``D > C > A = B`` in the letters that labeler saw."""
+    rankings = Ranking.objects.filter(labeler=labeler).select_related("item__prompt", "item__project").order_by("-created_at")
+    if project is not None:
+        rankings = rankings.filter(item__project=project)
+    window_start = timezone.now() - timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES)
+    rows = []
+    for ranking in rankings[:limit]:
+        order = display_order([c for tier in ranking.tiers for c in tier], labeler_id=labeler.pk, item_id=ranking.item_id)
+        rows.append(RankingRow(ranking=ranking, text=ranking_text(ranking.tiers, letters_for(order)), revisable=ranking.created_at > window_start))
+    return rows
+
+
+def project_dashboard(project: Project) -> dict:
+    items = project.items.aggregate(
+        total=Count("id"),
+        ready=Count("id", filter=Q(status=RankingItem.Status.ACTIVE)),
+        ranked=Count("id", filter=Q(rankings_count__gte=1)),
+        complete=Count("id", filter=Q(rankings_count__gte=project.rankings_per_item)),
+        flagged=Count("id", filter=Q(status=RankingItem.Status.FLAGGED)),
+        retired=Count("id", filter=Q(status=RankingItem.Status.RETIRED)),
+    )
+    per_labeler = list(
+        Ranking.objects.filter(item__project=project)
+        .values("labeler_id", "labeler__username")
+        .annotate(rankings=Count("id"))
+        .order_by("-rankings")
+    )
+    times = _times_by_labeler(project)
+    agreement_summary = project_agreement(project)
+    agreement_by_labeler = {entry["labeler_id"]: entry for entry in agreement_summary["labelers"]}
+    for row in per_labeler:
+        row["median_seconds"] = _median_seconds(times.get(row["labeler_id"], []))
+        row["agreement"] = agreement_by_labeler.get(row["labeler_id"])
+    return {
+        "items": items,
+        "rankings": sum(row["rankings"] for row in per_labeler),
+        "median_seconds": _median_seconds([t for values in times.values() for t in values]),
+        "labelers": per_labeler,
+        "skips": Assignment.objects.filter(item__project=project, status=Assignment.Status.SKIPPED).count(),
+        "agreement": agreement_summary,
+    }
+
+
+def _times_by_labeler(project: Project) -> dict[int, list[int]]:
+    times: dict[int, list[int]] = {}
+    for labeler_id, ms in Ranking.objects.filter(item__project=project).values_list("labeler_id", "time_spent_ms"):
+        times.setdefault(labeler_id, []).append(ms)
+    return times
+
+
+def _median_seconds(values: list[int]) -> float | None:
+    return round(median(values) / 1000, 1) if values else None
+
+
+def open_flags(project: Project):
+    return (
+        ItemFlag.objects.filter(item__project=project, status=ItemFlag.Status.OPEN)
+        .select_related("item__prompt", "labeler")
+        .order_by("created_at")
+    )
+
+
+def project_agreement(project: Project) -> dict:
+    """Agreement on the project's items ranked by more than one labeler (see annotation.agreement)."""
+    by_item: dict[int, dict[int, list]] = {}
+    rankings = Ranking.objects.filter(item__project=project, item__rankings_count__gte=2).values_list("item_id", "labeler_id", "tiers")
+    for item_id, labeler_id, tiers in rankings:
+        by_item.setdefault(item_id, {})[labeler_id] = tiers
+    summary = agreement.summarize(ItemRankings(item_id, labelers) for item_id, labelers in sorted(by_item.items()))
+    names = dict(get_user_model().objects.filter(pk__in=summary["labelers"]).values_list("pk", "username"))
+    summary["labelers"] = [{"labeler_id": pk, "username": names.get(pk, ""), **values} for pk, values in summary["labelers"].items()]
+    return summary

@@ -3,8 +3,10 @@
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
 from rest_framework import exceptions, permissions
+from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from annotation.labeling import LabelingError
 from annotation.roles import ANY_ROLE, EXPLORE, LABEL, MANAGE
 
 
@@ -44,7 +46,9 @@ class AnyRoleReadsAdminWrites(_Holds):
 
 
 def exception_handler(exc, context):
-    """DRF's handler, plus Django ValidationErrors from services become 400s with their messages."""
+    """DRF's handler, plus the services' refusals: ValidationErrors become 400s, LabelingErrors their own status."""
+    if isinstance(exc, LabelingError):
+        return Response({"detail": str(exc)}, status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": " ".join(exc.messages)}
         exc = exceptions.ValidationError(detail)

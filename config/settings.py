@@ -182,3 +182,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": os.environ.get("PREFLOOP_LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# Labeling: how long an item stays reserved for the labeler who fetched it, and how long a ranking can be revised.
+PREFLOOP_LEASE_MINUTES = int(os.environ.get("PREFLOOP_LEASE_MINUTES", "10"))

@@ -3,7 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
+from annotation import labeling_views
 from annotation import views as annotation_views
+from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
 from generation import views as generation_views
 from generation.api import views as generation_api
@@ -15,6 +17,17 @@ api = [
     path("api/projects/<slug:slug>/prompts/", annotation_api.PromptList.as_view(), name="api_prompts"),
     path("api/projects/<slug:slug>/prompts/import/", annotation_api.PromptImport.as_view(), name="api_prompts_import"),
     path("api/projects/<slug:slug>/prompts/<int:pk>/", annotation_api.PromptDetail.as_view(), name="api_prompt"),
+    path("api/projects/<slug:slug>/next/", labeling_api.NextItem.as_view(), name="api_next_item"),
+    path("api/projects/<slug:slug>/progress/", labeling_api.ProjectProgress.as_view(), name="api_progress"),
+    path("api/projects/<slug:slug>/agreement/", labeling_api.ProjectAgreement.as_view(), name="api_agreement"),
+    path("api/projects/<slug:slug>/flags/", labeling_api.FlagList.as_view(), name="api_flags"),
+    path("api/items/<int:item_id>/ranking/", labeling_api.RankItem.as_view(), name="api_rank"),
+    path("api/items/<int:item_id>/skip/", labeling_api.SkipItem.as_view(), name="api_skip"),
+    path("api/items/<int:item_id>/flag/", labeling_api.FlagItem.as_view(), name="api_flag"),
+    path("api/rankings/", labeling_api.RankingList.as_view(), name="api_rankings"),
+    path("api/rankings/<int:pk>/", labeling_api.RankingDetail.as_view(), name="api_ranking"),
+    path("api/flags/<int:pk>/dismiss/", labeling_api.FlagReview.as_view(decision="dismiss"), name="api_flag_dismiss"),
+    path("api/flags/<int:pk>/retire/", labeling_api.FlagReview.as_view(decision="retire"), name="api_flag_retire"),
     path("api/models/", generation_api.ModelVersionList.as_view(), name="api_models"),
     path("api/models/<slug:name>/", generation_api.ModelVersionDetail.as_view(), name="api_model"),
 ]
@@ -28,6 +41,15 @@ pages = [
     path("projects/<slug:slug>/import/", annotation_views.prompts_import, name="prompts_import"),
     path("projects/<slug:slug>/prompts/", annotation_views.prompt_list, name="prompt_list"),
     path("projects/<slug:slug>/prompts/<int:prompt_id>/", annotation_views.prompt_detail, name="prompt_detail"),
+    path("projects/<slug:slug>/label/", labeling_views.label, name="label"),
+    path("projects/<slug:slug>/label/<int:item_id>/rank/", labeling_views.label_rank, name="label_rank"),
+    path("projects/<slug:slug>/label/<int:item_id>/skip/", labeling_views.label_skip, name="label_skip"),
+    path("projects/<slug:slug>/label/<int:item_id>/flag/", labeling_views.label_flag, name="label_flag"),
+    path("projects/<slug:slug>/my-rankings/", labeling_views.my_rankings, name="my_rankings"),
+    path("projects/<slug:slug>/my-rankings/<int:ranking_id>/", labeling_views.ranking_revise, name="ranking_revise"),
+    path("projects/<slug:slug>/dashboard/", labeling_views.dashboard, name="dashboard"),
+    path("projects/<slug:slug>/flags/<int:flag_id>/dismiss/", labeling_views.flag_review, {"decision": "dismiss"}, name="flag_dismiss"),
+    path("projects/<slug:slug>/flags/<int:flag_id>/retire/", labeling_views.flag_review, {"decision": "retire"}, name="flag_retire"),
     path("models/", generation_views.model_list, name="model_list"),
     path("models/new/", generation_views.model_register, name="model_register"),
     path("admin/", admin.site.urls),

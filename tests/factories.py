@@ -30,3 +30,19 @@ class PromptFactory(factory.django.DjangoModelFactory):
 def user_with_role(role: str, username: str | None = None):
     username = username or f"{role}-{get_user_model().objects.count() + 1}"
     return services.user_create(username=username, password="pw-" + username, role=role)
+
+
+def make_item(project, k: int | None = None, texts: list[str] | None = None):
+    """A prompt of ``project`` with K generated candidates, put in the labeling queue."""
+    from annotation.labeling import ranking_item_create
+    from generation.models import Candidate, ModelVersion
+
+    version, _ = ModelVersion.objects.get_or_create(name="test-policy", defaults={"base_model": "org/test-policy"})
+    prompt = PromptFactory(project=project)
+    k = k or project.responses_per_item
+    texts = texts or [f"Response {n} to prompt {prompt.pk}" for n in range(k)]
+    candidates = [
+        Candidate.objects.create(prompt=prompt, text=text, text_hash=content_hash(text), source="generated", model_version=version)
+        for text in texts
+    ]
+    return ranking_item_create(prompt=prompt, candidates=candidates)

@@ -1,0 +1,315 @@
+"""Writes of the labeling loop: items, leases, rankings (and their pairs), skips and flags.
+
+Concurrency: leasing locks the item row (``select_for_update(skip_locked=True)`` on PostgreSQL, so labelers asking
+at the same moment take different items instead of waiting; SQLite serialises writers with IMMEDIATE transactions).
+Every write that changes an item's slots (lease, late submit) holds that row lock, so slot counts read after taking
+it are exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotation.models import Assignment, ItemFlag, PreferencePair, Project, Prompt, Ranking, RankingItem
+from annotation.ranking import InvalidRanking, derive_pairs, validate_tiers
+from generation.models import Candidate
+
+LEASE_ATTEMPTS = 20  # each attempt rules out one item whose last slot was taken meanwhile
+MAX_RATIONALE = 5000
+MAX_TIME_SPENT_MS = 24 * 3600 * 1000
+
+
+class LabelingError(Exception):
+    """A labeling action was refused; the message says why, for the page and the API alike."""
+
+    status_code = 409
+
+
+class NotAssigned(LabelingError):
+    status_code = 404
+
+
+class InvalidInput(LabelingError):
+    """The request itself is malformed (a ranking that does not place every response once, a missing reason)."""
+
+    status_code = 400
+
+
+def lease_duration() -> timedelta:
+    return timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES)
+
+
+def ranking_item_create(*, prompt: Prompt, candidates: Sequence[Candidate]) -> RankingItem:
+    """Put K candidates of a prompt in front of labelers."""
+    project = prompt.project
+    if len(candidates) != project.responses_per_item:
+        raise LabelingError(f"An item of {project.slug} shows {project.responses_per_item} responses, not {len(candidates)}.")
+    if any(candidate.prompt_id != prompt.pk for candidate in candidates):
+        raise LabelingError("Every candidate of an item must answer the item's prompt.")
+    item = RankingItem.objects.create(project=project, prompt=prompt)
+    item.candidates.set(candidates)
+    return item
+
+
+def assignment_next(*, labeler: AbstractUser, project: Project) -> Assignment | None:
+    """The labeler's current lease in the project, or a new lease on the item that most needs a ranking.
+    None when nothing is left for this labeler."""
+    now = timezone.now()
+    current = (
+        Assignment.objects.select_related("item")
+        .filter(labeler=labeler, item__project=project, item__status=RankingItem.Status.ACTIVE,
+                status=Assignment.Status.LEASED, expires_at__gt=now)
+        .order_by("leased_at")
+        .first()
+    )
+    if current:
+        return current
+    tried: list[int] = []
+    for _ in range(LEASE_ATTEMPTS):
+        with transaction.atomic():
+            # Skip items other labelers are leasing right now; if every candidate is being leased, wait for one
+            # instead of reporting an empty queue (its other slots may still be free).
+            item = _lock_next_item(project, labeler, now, exclude=tried, skip_locked=True) or _lock_next_item(
+                project, labeler, now, exclude=tried, skip_locked=False
+            )
+            if item is None:
+                return None
+            if _free_slots(item, now, excluding_labeler=labeler) > 0:
+                return _lease(item, labeler, now)
+            tried.append(item.pk)
+    return None
+
+
+def _lock_next_item(project: Project, labeler: AbstractUser, now, exclude: list[int], skip_locked: bool) -> RankingItem | None:
+    done_by_labeler = Assignment.objects.filter(
+        item=OuterRef("pk"), labeler=labeler,
+        status__in=[Assignment.Status.SUBMITTED, Assignment.Status.SKIPPED, Assignment.Status.FLAGGED],
+    )
+    item = (
+        RankingItem.objects.filter(project=project, status=RankingItem.Status.ACTIVE)
+        .annotate(leases=_active_leases(now, labeler))
+        .filter(rankings_count__lt=project.rankings_per_item - F("leases"))
+        .exclude(Exists(done_by_labeler))
+        .exclude(pk__in=exclude)
+        .order_by("rankings_count", "id")
+        .select_for_update(skip_locked=skip_locked, of=("self",))
+        .first()
+    )
+    if item is not None:
+        item.project = project
+    return item
+
+
+def _active_leases(now, labeler: AbstractUser):
+    """Other labelers' unexpired leases on the item (a correlated subquery, which FOR UPDATE allows)."""
+    leases = (
+        Assignment.objects.filter(item=OuterRef("pk"), status=Assignment.Status.LEASED, expires_at__gt=now)
+        .exclude(labeler=labeler)
+        .order_by()
+        .values("item")
+        .annotate(count=Count("pk"))
+        .values("count")
+    )
+    return Coalesce(Subquery(leases, output_field=IntegerField()), Value(0))
+
+
+def _free_slots(item: RankingItem, now, excluding_labeler: AbstractUser) -> int:
+    """Exact once the item row is locked: every lease and submit of this item holds the same lock."""
+    leases = (
+        item.assignments.filter(status=Assignment.Status.LEASED, expires_at__gt=now)
+        .exclude(labeler=excluding_labeler)
+        .count()
+    )
+    return item.project.rankings_per_item - item.rankings_count - leases
+
+
+def _lease(item: RankingItem, labeler: AbstractUser, now) -> Assignment:
+    """Create the lease, or renew the labeler's own expired one (a labeler has one assignment row per item)."""
+    assignment, _ = Assignment.objects.update_or_create(
+        item=item, labeler=labeler,
+        defaults={"status": Assignment.Status.LEASED, "leased_at": now, "expires_at": now + lease_duration()},
+    )
+    assignment.item = item
+    return assignment
+
+
+def ranking_submit(
+    *,
+    labeler: AbstractUser,
+    item_id: int,
+    tiers: object,
+    rationale: str = "",
+    time_spent_ms: int | None = None,
+) -> Ranking:
+    """Save the labeler's ranking of a leased item and derive its preference pairs, in one transaction."""
+    rationale = _checked_rationale(rationale)
+    now = timezone.now()
+    with transaction.atomic():
+        assignment = _own_assignment(labeler, item_id, lock=True)
+        item = assignment.item
+        if assignment.status != Assignment.Status.LEASED:
+            raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
+        if item.status != RankingItem.Status.ACTIVE:
+            raise LabelingError("This item was flagged or retired meanwhile; fetch the next one.")
+        normalised = _valid(tiers, _shown(item))
+        if assignment.expires_at <= now:
+            _check_late_slot(item, labeler, now)
+        elapsed_ms = int((now - assignment.leased_at).total_seconds() * 1000)
+        try:
+            ranking = Ranking.objects.create(
+                item=item, labeler=labeler, assignment=assignment, tiers=normalised, rationale=rationale,
+                time_spent_ms=_time_spent(time_spent_ms, elapsed_ms),
+            )
+        except IntegrityError as exc:
+            raise LabelingError("You already ranked this item.") from exc
+        _create_pairs(ranking, normalised, item)
+        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.SUBMITTED)
+        RankingItem.objects.filter(pk=item.pk).update(rankings_count=F("rankings_count") + 1)
+    return ranking
+
+
+def _own_assignment(labeler: AbstractUser, item_id: int, lock: bool) -> Assignment:
+    assignments = Assignment.objects.select_related("item__project").filter(item_id=item_id, labeler=labeler)
+    if lock:
+        assignments = assignments.select_for_update(of=("self",))
+    assignment = assignments.first()
+    if assignment is None:
+        raise NotAssigned("This item is not assigned to you.")
+    return assignment
+
+
+def _shown(item: RankingItem) -> list[int]:
+    return list(item.candidates.order_by("id").values_list("id", flat=True))
+
+
+def _valid(tiers: object, shown: list[int]) -> list[list[int]]:
+    try:
+        return validate_tiers(tiers, shown)
+    except InvalidRanking as exc:
+        raise InvalidInput(str(exc)) from exc
+
+
+def _check_late_slot(item: RankingItem, labeler: AbstractUser, now) -> None:
+    """A submit after the lease expired is kept if nobody took the slot meanwhile."""
+    RankingItem.objects.select_for_update().filter(pk=item.pk).first()
+    item.refresh_from_db(fields=["rankings_count"])
+    if _free_slots(item, now, excluding_labeler=labeler) <= 0:
+        raise LabelingError("Your lease on this item expired and another labeler took it; fetch the next item.")
+
+
+def _time_spent(reported_ms: int | None, elapsed_ms: int) -> int:
+    """The browser's count of time on the item, bounded by the time since the lease began."""
+    if reported_ms is None:
+        return max(0, min(elapsed_ms, MAX_TIME_SPENT_MS))
+    return max(0, min(int(reported_ms), max(elapsed_ms, 0), MAX_TIME_SPENT_MS))
+
+
+def _checked_rationale(rationale: str) -> str:
+    rationale = (rationale or "").strip()
+    if len(rationale) > MAX_RATIONALE:
+        raise InvalidInput(f"The rationale is longer than {MAX_RATIONALE} characters.")
+    return rationale
+
+
+def _create_pairs(ranking: Ranking, tiers: list[list[int]], item: RankingItem) -> None:
+    k = sum(len(tier) for tier in tiers)
+    PreferencePair.objects.bulk_create(
+        PreferencePair(
+            project_id=item.project_id, prompt_id=item.prompt_id, chosen_id=pair.chosen, rejected_id=pair.rejected,
+            source=PreferencePair.Source.HUMAN, margin=pair.margin, chosen_rank=pair.chosen_rank,
+            rejected_rank=pair.rejected_rank, k=k, ranking=ranking, labeler_id=ranking.labeler_id,
+        )
+        for pair in derive_pairs(tiers)
+    )
+
+
+def ranking_revise(*, labeler: AbstractUser, ranking_id: int, tiers: object, rationale: str | None = None) -> Ranking:
+    """Change one's own ranking within the lease window after submitting; its pairs are derived again."""
+    with transaction.atomic():
+        ranking = Ranking.objects.select_for_update().select_related("item").filter(pk=ranking_id, labeler=labeler).first()
+        if ranking is None:
+            raise NotAssigned("No such ranking of yours.")
+        if timezone.now() > ranking.created_at + lease_duration():
+            raise LabelingError(f"Rankings can be revised for {settings.PREFLOOP_LEASE_MINUTES} minutes after submitting.")
+        ranking.tiers = _valid(tiers, _shown(ranking.item))
+        if rationale is not None:
+            ranking.rationale = _checked_rationale(rationale)
+        ranking.save(update_fields=["tiers", "rationale", "updated_at"])
+        ranking.pairs.all().delete()
+        _create_pairs(ranking, ranking.tiers, ranking.item)
+    return ranking
+
+
+def assignment_skip(*, labeler: AbstractUser, item_id: int, reason: str) -> Assignment:
+    """Pass on an item, with a reason; it stays in the queue for others and never comes back to this labeler."""
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput("Say why you skip this item.")
+    with transaction.atomic():
+        assignment = _own_assignment(labeler, item_id, lock=True)
+        if assignment.status != Assignment.Status.LEASED:
+            raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
+        assignment.status = Assignment.Status.SKIPPED
+        assignment.skip_reason = reason[:500]
+        assignment.save(update_fields=["status", "skip_reason"])
+    return assignment
+
+
+def item_flag(*, labeler: AbstractUser, item_id: int, reason: str, note: str = "") -> ItemFlag:
+    """Report an item that cannot be ranked as it is; it leaves the queue until an admin reviews it."""
+    if reason not in ItemFlag.Reason.values:
+        raise InvalidInput(f"Choose a flag reason: {', '.join(ItemFlag.Reason.values)}.")
+    with transaction.atomic():
+        assignment = _own_assignment(labeler, item_id, lock=True)
+        if assignment.status != Assignment.Status.LEASED:
+            raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
+        flag = ItemFlag.objects.create(item_id=item_id, labeler=labeler, reason=reason, note=(note or "").strip())
+        Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.FLAGGED)
+        RankingItem.objects.filter(pk=item_id).update(status=RankingItem.Status.FLAGGED)
+    return flag
+
+
+def flag_dismiss(*, admin: AbstractUser, flag_id: int) -> ItemFlag:
+    """The flag was unfounded: the item goes back to the queue once no other flag on it is open."""
+    with transaction.atomic():
+        flag = _open_flag(flag_id)
+        _resolve(flag, ItemFlag.Status.DISMISSED, admin)
+        if not flag.item.flags.filter(status=ItemFlag.Status.OPEN).exists():
+            RankingItem.objects.filter(pk=flag.item_id, status=RankingItem.Status.FLAGGED).update(status=RankingItem.Status.ACTIVE)
+    return flag
+
+
+def flag_retire(*, admin: AbstractUser, flag_id: int) -> ItemFlag:
+    """The flag was right: the item leaves the queue for good, and every open flag on it is closed."""
+    with transaction.atomic():
+        flag = _open_flag(flag_id)
+        for open_flag in flag.item.flags.filter(status=ItemFlag.Status.OPEN):
+            _resolve(open_flag, ItemFlag.Status.RETIRED, admin)
+        RankingItem.objects.filter(pk=flag.item_id).update(status=RankingItem.Status.RETIRED)
+    flag.refresh_from_db()
+    return flag
+
+
+def _open_flag(flag_id: int) -> ItemFlag:
+    flag = ItemFlag.objects.select_for_update().select_related("item").filter(pk=flag_id).first()
+    if flag is None:
+        raise NotAssigned("No such flag.")
+    if flag.status != ItemFlag.Status.OPEN:
+        raise LabelingError("This flag was already reviewed.")
+    return flag
+
+
+def _resolve(flag: ItemFlag, status: str, admin: AbstractUser) -> None:
+    flag.status = status
+    flag.resolved_by = admin
+    flag.resolved_at = timezone.now()
+    flag.save(update_fields=["status", "resolved_by", "resolved_at"])
+

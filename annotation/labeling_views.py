@@ -1,0 +1,174 @@
+"""The labeling pages (htmx): rank, skip, flag, my rankings; and the admin's dashboard and flag review."""
+
+import json
+
+from django.contrib import messages
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from annotation import labeling, selectors
+from annotation.labeling import LabelingError
+from annotation.models import ItemFlag, Project, Ranking
+from annotation.ranking import ranking_text
+from annotation.roles import LABEL, MANAGE
+from config.web import require
+
+
+@require(LABEL)
+def label(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    return render(request, "label.html", _next_item_context(request, project))
+
+
+def _next_item_context(request, project, **extra):
+    assignment = labeling.assignment_next(labeler=request.user, project=project)
+    return {
+        "project": project,
+        "shown": selectors.item_for_labeler(assignment) if assignment else None,
+        "progress": selectors.labeler_progress(request.user, project),
+        "flag_reasons": ItemFlag.Reason.choices,
+        **extra,
+    }
+
+
+def _item_or_next(request, project, action, success_message):
+    """Run a labeling action on the current item; answer with the next item, or the same one and the error."""
+    try:
+        result = action()
+    except LabelingError as exc:
+        context = _next_item_context(request, project, error=str(exc))
+        return _render_item(request, context, status=422)
+    context = _next_item_context(request, project, saved=success_message(result))
+    return _render_item(request, context)
+
+
+def _render_item(request, context, status=200):
+    if request.htmx:
+        return render(request, "_label_item.html", context, status=status)
+    if "error" in context:
+        messages.error(request, context["error"])
+    elif context.get("saved"):
+        messages.success(request, context["saved"])
+    return redirect("label", slug=context["project"].slug)
+
+
+@require(LABEL)
+@require_POST
+def label_rank(request, slug, item_id):
+    project = get_object_or_404(Project, slug=slug)
+
+    def rank():
+        return labeling.ranking_submit(
+            labeler=request.user,
+            item_id=item_id,
+            tiers=_json_or_none(request.POST.get("tiers", "")),
+            rationale=request.POST.get("rationale", ""),
+            time_spent_ms=_int_or_none(request.POST.get("time_spent_ms")),
+        )
+
+    return _item_or_next(request, project, rank, lambda ranking: f"Saved: {_text_for(ranking)}")
+
+
+@require(LABEL)
+@require_POST
+def label_skip(request, slug, item_id):
+    project = get_object_or_404(Project, slug=slug)
+    action = lambda: labeling.assignment_skip(labeler=request.user, item_id=item_id, reason=request.POST.get("reason", ""))  # noqa: E731
+    return _item_or_next(request, project, action, lambda _: "Skipped.")
+
+
+@require(LABEL)
+@require_POST
+def label_flag(request, slug, item_id):
+    project = get_object_or_404(Project, slug=slug)
+
+    def flag():
+        return labeling.item_flag(
+            labeler=request.user, item_id=item_id, reason=request.POST.get("reason", ""), note=request.POST.get("note", "")
+        )
+
+    return _item_or_next(request, project, flag, lambda flag: f"Flagged as {flag.get_reason_display().lower()}; an admin will review it.")
+
+
+@require(LABEL)
+def my_rankings(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    return render(
+        request,
+        "my_rankings.html",
+        {"project": project, "rows": selectors.rankings_of(request.user, project), "progress": selectors.labeler_progress(request.user, project)},
+    )
+
+
+@require(LABEL)
+def ranking_revise(request, slug, ranking_id):
+    project = get_object_or_404(Project, slug=slug)
+    ranking = get_object_or_404(Ranking.objects.select_related("item", "assignment"), pk=ranking_id, labeler=request.user, item__project=project)
+    error = None
+    if request.method == "POST":
+        try:
+            labeling.ranking_revise(
+                labeler=request.user, ranking_id=ranking.pk, tiers=_json_or_none(request.POST.get("tiers", "")),
+                rationale=request.POST.get("rationale", ""),
+            )
+        except LabelingError as exc:
+            error = str(exc)
+        else:
+            messages.success(request, "Ranking revised.")
+            return redirect("my_rankings", slug=slug)
+    shown = selectors.item_for_labeler(ranking.assignment) if ranking.assignment else None
+    return render(
+        request,
+        "ranking_revise.html",
+        {"project": project, "ranking": ranking, "shown": shown, "initial_tiers": json.dumps(ranking.tiers), "error": error},
+        status=422 if error else 200,
+    )
+
+
+@require(MANAGE)
+def dashboard(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    return render(
+        request,
+        "dashboard.html",
+        {
+            "project": project,
+            "dashboard": selectors.project_dashboard(project),
+            "flags": selectors.open_flags(project),
+        },
+    )
+
+
+@require(MANAGE)
+@require_POST
+def flag_review(request, slug, flag_id, decision):
+    project = get_object_or_404(Project, slug=slug)
+    review = labeling.flag_dismiss if decision == "dismiss" else labeling.flag_retire
+    try:
+        review(admin=request.user, flag_id=flag_id)
+    except LabelingError as exc:
+        messages.error(request, str(exc))
+    if request.htmx:
+        return render(request, "_flag_list.html", {"project": project, "flags": selectors.open_flags(project)})
+    return redirect(reverse("dashboard", args=[slug]) + "#flags")
+
+
+def _text_for(ranking: Ranking) -> str:
+    shown = selectors.item_for_labeler(ranking.assignment)
+    return ranking_text(ranking.tiers, shown.letters)
+
+
+def _json_or_none(value: str):
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+

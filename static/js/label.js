@@ -1,0 +1,219 @@
+// The ranking builder: keyboard-first, drag-and-drop too. The ranking is a list of tiers (best first) of response
+// ids; ties share a tier. It is always shown as text ("D > C > A = B") and posted as JSON in the `tiers` field.
+(function () {
+  "use strict";
+
+  let current = null; // the builder of the item on screen
+
+  function Builder(root) {
+    this.root = root;
+    this.form = root.querySelector(".rank-form");
+    this.letters = {};
+    this.ids = {};
+    root.querySelectorAll(".response").forEach((card) => {
+      const id = Number(card.dataset.id);
+      this.letters[id] = card.dataset.letter;
+      this.ids[card.dataset.letter] = id;
+    });
+    this.tiers = root.dataset.initial ? JSON.parse(root.dataset.initial) : [];
+    this.history = [];
+    this.tieNext = false;
+    this.startedAt = performance.now();
+    this.bindDragAndDrop();
+    this.render();
+  }
+
+  Builder.prototype.placed = function () {
+    return new Set(this.tiers.flat());
+  };
+
+  Builder.prototype.complete = function () {
+    return this.placed().size === Object.keys(this.letters).length;
+  };
+
+  Builder.prototype.change = function (update) {
+    this.history.push(JSON.stringify(this.tiers));
+    update();
+    this.tiers = this.tiers.filter((tier) => tier.length > 0);
+    this.render();
+  };
+
+  Builder.prototype.undo = function () {
+    if (this.tieNext) {
+      this.tieNext = false;
+    } else if (this.history.length) {
+      this.tiers = JSON.parse(this.history.pop());
+    }
+    this.render();
+  };
+
+  Builder.prototype.pressLetter = function (letter) {
+    const id = this.ids[letter];
+    if (id === undefined || this.placed().has(id)) return;
+    const tie = this.tieNext && this.tiers.length > 0;
+    this.change(() => {
+      if (tie) this.tiers[this.tiers.length - 1].push(id);
+      else this.tiers.push([id]);
+    });
+    this.tieNext = false;
+    this.render();
+  };
+
+  Builder.prototype.remove = function (id) {
+    this.tiers.forEach((tier) => {
+      const at = tier.indexOf(id);
+      if (at >= 0) tier.splice(at, 1);
+    });
+  };
+
+  // Drop on a tier: tie with it. Drop on a gap: a new tier at that position. Drop on the pool: unranked.
+  Builder.prototype.drop = function (id, target) {
+    this.change(() => {
+      const tierIndex = target.dataset.tier !== undefined ? Number(target.dataset.tier) : null;
+      const gapIndex = target.dataset.gap !== undefined ? Number(target.dataset.gap) : null;
+      const keep = tierIndex !== null ? this.tiers[tierIndex] : null;
+      this.remove(id);
+      if (keep) keep.push(id);
+      else if (gapIndex !== null) this.tiers.splice(this.gapPosition(gapIndex), 0, [id]);
+    });
+  };
+
+  // Gaps are numbered against the tiers as drawn; removing the dragged response may empty its tier first.
+  Builder.prototype.gapPosition = function (gapIndex) {
+    const drawn = this.drawnTiers;
+    let position = 0;
+    for (let i = 0; i < gapIndex && i < drawn.length; i++) {
+      if (drawn[i].some((id) => this.placed().has(id))) position++;
+    }
+    return position;
+  };
+
+  Builder.prototype.text = function () {
+    if (!this.tiers.length) return "—";
+    return this.tiers.map((tier) => tier.map((id) => this.letters[id]).sort().join(" = ")).join(" > ");
+  };
+
+  Builder.prototype.chip = function (id) {
+    const chip = document.createElement("span");
+    chip.className = "chip";
+    chip.draggable = true;
+    chip.dataset.id = id;
+    chip.textContent = this.letters[id];
+    return chip;
+  };
+
+  Builder.prototype.gap = function (index) {
+    const gap = document.createElement("li");
+    gap.className = "gap";
+    gap.dataset.gap = index;
+    gap.setAttribute("aria-label", "Drop here for a new tier");
+    return gap;
+  };
+
+  Builder.prototype.render = function () {
+    const list = this.root.querySelector("[data-tiers]");
+    const pool = this.root.querySelector("[data-pool]");
+    this.drawnTiers = this.tiers.map((tier) => tier.slice());
+    list.replaceChildren(this.gap(0));
+    this.tiers.forEach((tier, index) => {
+      const item = document.createElement("li");
+      item.className = "tier";
+      item.dataset.tier = index;
+      const rank = document.createElement("span");
+      rank.className = "rank";
+      rank.textContent = index + 1;
+      item.append(rank, ...tier.map((id) => this.chip(id)));
+      list.append(item, this.gap(index + 1));
+    });
+    const label = pool.querySelector(".meta");
+    const unranked = Object.keys(this.letters).map(Number).filter((id) => !this.placed().has(id));
+    pool.replaceChildren(label, ...unranked.map((id) => this.chip(id)));
+    this.root.querySelector("[data-ranking-text]").textContent = this.text() + (this.tieNext ? " =" : "");
+    const places = {};
+    this.tiers.forEach((tier, index) => tier.forEach((id) => (places[id] = index + 1)));
+    this.root.querySelectorAll(".response").forEach((card) => {
+      const place = places[Number(card.dataset.id)];
+      card.querySelector("[data-place]").textContent = place ? "#" + place : "";
+      card.classList.toggle("ranked", Boolean(place));
+    });
+    this.form.querySelector("[name=tiers]").value = JSON.stringify(this.tiers);
+    this.form.querySelector(".submit").disabled = !this.complete();
+  };
+
+  Builder.prototype.bindDragAndDrop = function () {
+    this.root.addEventListener("dragstart", (event) => {
+      const source = event.target.closest("[data-id]");
+      if (!source) return;
+      event.dataTransfer.setData("text/plain", source.dataset.id);
+      event.dataTransfer.effectAllowed = "move";
+    });
+    this.root.addEventListener("dragover", (event) => {
+      if (event.target.closest("[data-tier], [data-gap], [data-pool]")) {
+        event.preventDefault();
+        event.dataTransfer.dropEffect = "move";
+      }
+    });
+    this.root.addEventListener("dragenter", (event) => {
+      const target = event.target.closest("[data-tier], [data-gap], [data-pool]");
+      if (target) target.classList.add("over");
+    });
+    this.root.addEventListener("dragleave", (event) => {
+      const target = event.target.closest("[data-tier], [data-gap], [data-pool]");
+      if (target) target.classList.remove("over");
+    });
+    this.root.addEventListener("drop", (event) => {
+      const target = event.target.closest("[data-tier], [data-gap], [data-pool]");
+      if (!target) return;
+      event.preventDefault();
+      const id = Number(event.dataTransfer.getData("text/plain"));
+      if (this.letters[id] !== undefined) this.drop(id, target);
+    });
+  };
+
+  Builder.prototype.submit = function () {
+    if (!this.complete()) return;
+    this.form.querySelector("[name=time_spent_ms]").value = Math.round(performance.now() - this.startedAt);
+    this.form.requestSubmit();
+  };
+
+  Builder.prototype.reveal = function (selector) {
+    const form = this.root.querySelector(selector);
+    if (!form) return;
+    this.root.querySelectorAll(".skip-form, .flag-form").forEach((other) => (other.hidden = other !== form));
+    form.hidden = false;
+    form.querySelector("input, select").focus();
+  };
+
+  function typing(event) {
+    const tag = event.target.tagName;
+    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || event.target.isContentEditable;
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (!current || !document.body.contains(current.root)) return;
+    if (event.key === "Escape" && typing(event)) {
+      event.target.blur();
+      return;
+    }
+    if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+    const key = event.key.length === 1 ? event.key.toUpperCase() : event.key;
+    if (key === "Enter") current.submit();
+    else if (key === "Backspace") current.undo();
+    else if (key === "=") {
+      if (current.tiers.length) current.tieNext = true;
+      current.render();
+    } else if (key === "S" && !(key in current.ids)) current.reveal(".skip-form");
+    else if (key === "F" && (event.shiftKey || !(key in current.ids))) current.reveal(".flag-form");
+    else if (key in current.ids) current.pressLetter(key);
+    else return;
+    event.preventDefault();
+  });
+
+  function init(scope) {
+    const root = (scope.matches && scope.matches(".ranker") ? scope : null) || scope.querySelector(".ranker");
+    if (root) current = new Builder(root);
+  }
+
+  if (window.htmx) htmx.onLoad(init);
+  else document.addEventListener("DOMContentLoaded", () => init(document));
+})();
