@@ -1,6 +1,7 @@
 from django import forms
+from django.core.exceptions import ValidationError
 
-from generation.models import ModelVersion
+from generation.models import GenerationJob, ModelVersion
 
 
 class ModelVersionForm(forms.Form):
@@ -10,3 +11,50 @@ class ModelVersionForm(forms.Form):
     kind = forms.ChoiceField(choices=ModelVersion.Kind.choices)
     parent = forms.ModelChoiceField(queryset=ModelVersion.objects.all(), required=False, to_field_name="name")
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)
+
+
+class GenerationJobForm(forms.Form):
+    """One `n_<version id>` field per policy version: how many candidates it contributes per prompt."""
+
+    prompts = forms.ChoiceField(
+        choices=[("missing", "Prompts without candidates yet"), ("heldout", "The held-out split"), ("ids", "These prompt ids")],
+        initial="missing", widget=forms.RadioSelect,
+    )
+    prompt_ids = forms.CharField(required=False, help_text="Comma-separated, for “These prompt ids”.")
+    temperature = forms.FloatField(initial=0.8, min_value=0, max_value=2)
+    top_p = forms.FloatField(initial=0.95, min_value=0.01, max_value=1)
+    max_new_tokens = forms.IntegerField(initial=256, min_value=1, max_value=4096)
+    seed = forms.IntegerField(initial=0, min_value=0)
+    stop = forms.CharField(required=False, help_text="Stop strings, one per line.", widget=forms.Textarea(attrs={"rows": 2}))
+    backend = forms.ChoiceField(choices=GenerationJob.Backend.choices, initial="auto")
+
+    def __init__(self, *args, versions, k, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.versions = list(versions)
+        self.k = k
+        for index, version in enumerate(self.versions):
+            self.fields[f"n_{version.pk}"] = forms.IntegerField(
+                min_value=0, max_value=8, initial=k if index == 0 else 0, label=version.name, required=False
+            )
+
+    def model_fields(self):
+        return [self[f"n_{version.pk}"] for version in self.versions]
+
+    def clean_prompt_ids(self):
+        raw = self.cleaned_data.get("prompt_ids", "")
+        try:
+            return [int(part) for part in raw.replace(" ", "").split(",") if part]
+        except ValueError as exc:
+            raise ValidationError("Prompt ids must be whole numbers separated by commas.") from exc
+
+    def plan(self):
+        return [(version, self.cleaned_data.get(f"n_{version.pk}") or 0) for version in self.versions if self.cleaned_data.get(f"n_{version.pk}")]
+
+    def selection(self):
+        mode = self.cleaned_data["prompts"]
+        return {"mode": mode, "ids": self.cleaned_data["prompt_ids"]} if mode == "ids" else {"mode": mode}
+
+    def sampling(self):
+        data = self.cleaned_data
+        stops = [line for line in data.get("stop", "").splitlines() if line]
+        return {"temperature": data["temperature"], "top_p": data["top_p"], "max_new_tokens": data["max_new_tokens"], "seed": data["seed"], "stop": stops}

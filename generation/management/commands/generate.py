@@ -1,0 +1,85 @@
+import time
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError
+
+from annotation.models import Project
+from config.web import validation_message
+from generation import jobs, selectors
+from generation.models import GenerationJob, ModelVersion
+
+
+class Command(BaseCommand):
+    help = (
+        "Generate candidates for a project's prompts on the GPU queue: "
+        "python manage.py generate <project-slug> --model <version> --n 4 [--model <other> --n 2 ...]"
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("project_slug")
+        parser.add_argument("--model", action="append", required=True, help="A policy model version (repeatable).")
+        parser.add_argument("--n", action="append", type=int, required=True, help="Candidates per prompt from the --model before it.")
+        parser.add_argument("--prompts", choices=["missing", "heldout", "ids"], default="missing")
+        parser.add_argument("--ids", default="", help="Comma-separated prompt ids, with --prompts ids.")
+        parser.add_argument("--temperature", type=float, default=0.8)
+        parser.add_argument("--top-p", type=float, default=0.95)
+        parser.add_argument("--max-new-tokens", type=int, default=256)
+        parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--stop", action="append", default=[], help="A stop string (repeatable).")
+        parser.add_argument("--backend", choices=GenerationJob.Backend.values, default="auto")
+        parser.add_argument("--no-wait", action="store_true", help="Queue the job and return at once.")
+
+    def handle(self, *args, **options):
+        project = Project.objects.filter(slug=options["project_slug"]).first()
+        if project is None:
+            raise CommandError(f"No project with slug {options['project_slug']!r}.")
+        if len(options["model"]) != len(options["n"]):
+            raise CommandError("Give one --n after each --model.")
+        try:
+            job = jobs.generation_job_create(
+                project=project,
+                plan=[jobs.PlanEntry(_version(name), n) for name, n in zip(options["model"], options["n"])],
+                prompt_selection=_selection(options),
+                sampling={
+                    "temperature": options["temperature"], "top_p": options["top_p"],
+                    "max_new_tokens": options["max_new_tokens"], "seed": options["seed"], "stop": options["stop"],
+                },
+                backend=options["backend"],
+            )
+        except ValidationError as exc:
+            raise CommandError(validation_message(exc)) from exc
+        self.stdout.write(f"Queued generation job {job.pk} ({job.prompts_total} prompts) on the gpu queue.")
+        if not options["no_wait"]:
+            self._follow(job)
+
+    def _follow(self, job):
+        last = None
+        while True:
+            job.refresh_from_db()
+            progress = selectors.job_progress(job)
+            line = f"{job.get_status_display()}: {job.prompts_done}/{job.prompts_total} prompts, {job.tokens_generated} tokens"
+            if line != last:
+                self.stdout.write(line)
+                last = line
+            if job.status in {GenerationJob.Status.SUCCEEDED, GenerationJob.Status.FAILED, GenerationJob.Status.CANCELLED}:
+                break
+            time.sleep(1)
+        if job.status != GenerationJob.Status.SUCCEEDED:
+            raise CommandError(f"Job {job.pk} {job.status}: {job.error}")
+        self.stdout.write(self.style.SUCCESS(f"Done in {progress.elapsed_seconds:.0f} s; {job.duplicates_dropped} empty or duplicate responses dropped."))
+
+
+def _version(name):
+    version = ModelVersion.objects.filter(name=name).first()
+    if version is None:
+        raise CommandError(f"No model version named {name!r}.")
+    return version
+
+
+def _selection(options):
+    if options["prompts"] != "ids":
+        return {"mode": options["prompts"]}
+    try:
+        return {"mode": "ids", "ids": [int(part) for part in options["ids"].split(",") if part.strip()]}
+    except ValueError as exc:
+        raise CommandError("--ids takes comma-separated whole numbers.") from exc

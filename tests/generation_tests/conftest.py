@@ -1,0 +1,52 @@
+"""Tiny real models for generation tests: random weights from a small Llama config, the real SmolLM2 tokenizer
+(with its chat template), and a LoRA adapter on top. Built once per test session."""
+
+import pytest
+from django.conf import settings
+
+from generation.backends import default_model
+from generation.services import DEFAULT_MODEL_NAME
+
+
+def build_tiny_model(folder, seed: int = 0):
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME))
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_lora_adapter(base_folder, folder, rank: int = 8, seed: int = 1):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base_folder),
+        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+    )
+    with torch.no_grad():  # a freshly initialised adapter is a no-op (B = 0); make it change the outputs
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model, tmp_path_factory):
+    return str(build_lora_adapter(tiny_model, tmp_path_factory.mktemp("tiny-adapter")))

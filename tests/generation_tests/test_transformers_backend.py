@@ -1,0 +1,53 @@
+"""The transformers backend, for real, on a tiny model and with a LoRA adapter."""
+
+import pytest
+
+from generation.backends.base import ModelSpec, PromptRequest, Sampling, cut_at_stop, open_backend
+
+pytestmark = pytest.mark.slow
+
+REQUESTS = [
+    PromptRequest(key=1, messages=[{"role": "user", "content": "Hello there"}], n=3),
+    PromptRequest(key=2, messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name a color."}], n=3),
+]
+
+
+def run(backend, sampling):
+    return [generation for batch in backend.generate(REQUESTS, sampling) for generation in batch]
+
+
+def test_generates_n_samples_per_prompt_with_a_seed(tiny_model):
+    backend = open_backend("transformers", ModelSpec(tiny_model), batch_size=4)
+    sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=7)
+    first = run(backend, sampling)
+    assert [g.key for g in first] == [1, 1, 1, 2, 2, 2]
+    assert all(0 < g.num_tokens <= 8 and g.finish_reason in {"stop", "length"} for g in first)
+    assert len({g.text for g in first}) > 1  # sampled, so samples differ
+    assert [g.text for g in run(backend, sampling)] == [g.text for g in first]  # seeded, so reproducible
+    assert [g.text for g in run(backend, Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=8))] != [g.text for g in first]
+
+
+def test_batches_are_yielded_as_they_finish(tiny_model):
+    backend = open_backend("transformers", ModelSpec(tiny_model), batch_size=3)
+    batches = list(backend.generate(REQUESTS, Sampling(max_new_tokens=4)))
+    assert [[g.key for g in batch] for batch in batches] == [[1, 1, 1], [2, 2, 2]]
+
+
+def test_a_lora_adapter_changes_the_output(tiny_model, tiny_adapter):
+    greedy = Sampling(temperature=0.0, max_new_tokens=8)
+    single = [PromptRequest(key=1, messages=REQUESTS[0].messages, n=1)]
+    base = next(open_backend("transformers", ModelSpec(tiny_model)).generate(single, greedy))
+    tuned = next(open_backend("transformers", ModelSpec(tiny_model, tiny_adapter)).generate(single, greedy))
+    assert base[0].text != tuned[0].text
+
+
+def test_stop_strings_cut_the_text():
+    assert cut_at_stop("Hello. World. Again.", ["World", "Again"]) == ("Hello. ", True)
+    assert cut_at_stop("Hello", ["x"]) == ("Hello", False)
+
+
+def test_unknown_backend_and_missing_model_fail_clearly(tmp_path):
+    with pytest.raises(ValueError, match="Unknown backend"):
+        open_backend("magic", ModelSpec("x"))
+    with pytest.raises(OSError):
+        open_backend("transformers", ModelSpec(str(tmp_path / "missing")))
