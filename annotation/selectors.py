@@ -5,6 +5,7 @@ from datetime import timedelta
 from statistics import median
 
 from django.conf import settings
+from django.core.cache import cache
 from django.contrib.auth import get_user_model
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
@@ -13,6 +14,7 @@ from annotation import agreement
 from annotation.agreement import ItemRankings
 from annotation.models import Assignment, ItemFlag, Project, Prompt, Ranking, RankingItem
 from annotation.ranking import display_order, letters_for, ranking_text
+from generation.models import Candidate
 
 
 def projects_with_counts() -> QuerySet[Project]:
@@ -45,6 +47,8 @@ def prompts_filtered(project: Project, *, q: str = "", split: str = "") -> Query
     return prompts
 
 
+PROJECT_CACHE_SECONDS = 10
+
 
 @dataclass(frozen=True)
 class ShownResponse:
@@ -69,15 +73,27 @@ class ItemForLabeler:
 
 
 def item_for_labeler(assignment: Assignment) -> ItemForLabeler:
-    item = assignment.item
-    texts = dict(item.candidates.values_list("id", "text"))
-    letters = letters_for(display_order(list(texts), labeler_id=assignment.labeler_id, item_id=item.pk))
+    item_id = assignment.item_id
+    rows = list(Candidate.objects.filter(items__pk=item_id).values_list("id", "text", "prompt__messages"))
+    texts = {candidate_id: text for candidate_id, text, _ in rows}
+    letters = letters_for(display_order(list(texts), labeler_id=assignment.labeler_id, item_id=item_id))
     return ItemForLabeler(
-        item_id=item.pk,
-        messages=Prompt.objects.values_list("messages", flat=True).get(pk=item.prompt_id),
+        item_id=item_id,
+        messages=rows[0][2] if rows else [],
         responses=sorted((ShownResponse(id=i, letter=letter, text=texts[i]) for i, letter in letters.items()), key=lambda r: r.letter),
         expires_at=assignment.expires_at,
     )
+
+
+def project_for_labeling(slug: str) -> Project | None:
+    """The project behind a labeling request, cached for a few seconds: it is read twice per ranked item."""
+    key = f"prefloop:project:{slug}"
+    project = cache.get(key)
+    if project is None:
+        project = Project.objects.filter(slug=slug).first()
+        if project is not None:
+            cache.set(key, project, PROJECT_CACHE_SECONDS)
+    return project
 
 
 def labeler_progress(labeler, project: Project) -> dict[str, int]:

@@ -33,3 +33,11 @@ def project(db):
 @pytest.fixture
 def api_client():
     return APIClient()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Permissions are cached per user id, and ids are reused from test to test."""
+    from django.core.cache import cache
+
+    cache.clear()

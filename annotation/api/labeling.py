@@ -2,6 +2,7 @@
 
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -9,25 +10,6 @@ from annotation import labeling, selectors
 from annotation.models import ItemFlag, Project, Ranking
 from annotation.roles import EXPLORE
 from config.api import CanExplore, IsAdmin, IsLabeler
-
-
-class ShownResponseSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    letter = serializers.CharField()
-    text = serializers.CharField()
-
-
-class NextItemSerializer(serializers.Serializer):
-    item = serializers.IntegerField(source="item_id")
-    messages = serializers.ListField(child=serializers.DictField())
-    responses = ShownResponseSerializer(many=True)
-    expires_at = serializers.DateTimeField()
-
-
-class RankingInputSerializer(serializers.Serializer):
-    tiers = serializers.JSONField(help_text="Lists of response ids, best tier first; ties share a tier.")
-    rationale = serializers.CharField(required=False, allow_blank=True, default="")
-    time_spent_ms = serializers.IntegerField(required=False, min_value=0, allow_null=True, default=None)
 
 
 class RankingSerializer(serializers.ModelSerializer):
@@ -38,7 +20,7 @@ class RankingSerializer(serializers.ModelSerializer):
         fields = ["id", "item", "labeler", "tiers", "rationale", "time_spent_ms", "pairs", "created_at", "updated_at"]
 
     def get_pairs(self, ranking) -> int:
-        return ranking.pairs.count()
+        return getattr(ranking, "pair_count", None) or ranking.pairs.count()
 
 
 class SkipSerializer(serializers.Serializer):
@@ -56,11 +38,22 @@ class NextItem(APIView):
     permission_classes = [IsLabeler]
 
     def get(self, request, slug):
-        project = get_object_or_404(Project, slug=slug)
+        project = selectors.project_for_labeling(slug)
+        if project is None:
+            raise NotFound("No such project.")
         assignment = labeling.assignment_next(labeler=request.user, project=project)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
-        return Response(NextItemSerializer(selectors.item_for_labeler(assignment)).data)
+        shown = selectors.item_for_labeler(assignment)
+        # Built by hand rather than by a serializer: this is the hottest response of the labeling loop.
+        return Response(
+            {
+                "item": shown.item_id,
+                "messages": shown.messages,
+                "responses": [{"id": r.id, "letter": r.letter, "text": r.text} for r in shown.responses],
+                "expires_at": shown.expires_at,
+            }
+        )
 
 
 class RankItem(APIView):
@@ -69,9 +62,8 @@ class RankItem(APIView):
     permission_classes = [IsLabeler]
 
     def post(self, request, item_id):
-        data = _valid(RankingInputSerializer, request)
-        ranking = labeling.ranking_submit(labeler=request.user, item_id=item_id, **data)
-        return Response(RankingSerializer(ranking).data, status=status.HTTP_201_CREATED)
+        ranking = labeling.ranking_submit(labeler=request.user, item_id=item_id, **_ranking_input(request.data))
+        return Response(_ranking_json(ranking), status=status.HTTP_201_CREATED)
 
 
 class SkipItem(APIView):
@@ -119,9 +111,9 @@ class RankingDetail(APIView):
         return Response(RankingSerializer(get_object_or_404(rankings, pk=pk)).data)
 
     def patch(self, request, pk):
-        data = _valid(RankingInputSerializer, request)
+        data = _ranking_input(request.data)
         ranking = labeling.ranking_revise(labeler=request.user, ranking_id=pk, tiers=data["tiers"], rationale=data["rationale"])
-        return Response(RankingSerializer(ranking).data)
+        return Response(_ranking_json(ranking))
 
 
 class ProjectProgress(APIView):
@@ -162,6 +154,35 @@ class FlagReview(APIView):
         review = labeling.flag_dismiss if self.decision == "dismiss" else labeling.flag_retire
         flag = review(admin=request.user, flag_id=pk)
         return Response({"id": flag.pk, "item": flag.item_id, "status": flag.status})
+
+
+def _ranking_input(data) -> dict:
+    """``tiers`` (lists of response ids, best tier first; ties share a tier), optional ``rationale`` and
+    ``time_spent_ms``, checked by hand on the hot path (a serializer costs more than the checks); the tiers
+    themselves are validated by the service."""
+    if not hasattr(data, "get"):
+        raise ValidationError({"detail": "Send a JSON object with `tiers`."})
+    rationale, time_spent_ms = data.get("rationale", ""), data.get("time_spent_ms")
+    errors = {}
+    if "tiers" not in data:
+        errors["tiers"] = ["This field is required."]
+    if not isinstance(rationale, str):
+        errors["rationale"] = ["Must be a string."]
+    if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or isinstance(time_spent_ms, bool) or time_spent_ms < 0):
+        errors["time_spent_ms"] = ["Must be a whole number of milliseconds, 0 or more."]
+    if errors:
+        raise ValidationError(errors)
+    return {"tiers": data["tiers"], "rationale": rationale, "time_spent_ms": time_spent_ms}
+
+
+def _ranking_json(ranking: Ranking) -> dict:
+    """RankingSerializer's output for a ranking just written."""
+    return {
+        "id": ranking.pk, "item": ranking.item_id, "labeler": ranking.labeler_id, "tiers": ranking.tiers,
+        "rationale": ranking.rationale, "time_spent_ms": ranking.time_spent_ms,
+        "pairs": getattr(ranking, "pair_count", None) or ranking.pairs.count(),
+        "created_at": ranking.created_at, "updated_at": ranking.updated_at,
+    }
 
 
 def _valid(serializer_class, request) -> dict:
