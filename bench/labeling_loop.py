@@ -739,9 +739,11 @@ def free_port() -> int:
 
 
 def gunicorn_argv(port: int, workers: int, threads: int) -> list[str]:
-    # The flags of config.processes.web (what `manage.py serve` runs), bound to a free local port.
-    return [PYTHON, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-            "--workers", str(workers), "--threads", str(threads), "--access-logfile", "-", "--timeout", "120"]
+    # What `manage.py serve` runs (config.processes.web), bound to a free local port.
+    sys.path.insert(0, str(REPO))
+    from config.processes import web
+
+    return web("127.0.0.1", port, workers=workers, threads=threads).argv
 
 
 def wait_ready(server: subprocess.Popen, port: int, workers: int, log: Path, timeout: float = 60.0) -> float:
@@ -1037,8 +1039,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Open-loop arrivals: Poisson (default) or evenly spaced.")
     parser.add_argument("--baseline-duration", type=float, default=10.0,
                         help="Seconds of the trivial-request baseline (default 10; 0 skips it).")
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (default 2, as manage.py serve).")
-    parser.add_argument("--threads", type=int, default=4, help="Threads per gunicorn worker (default 4, as manage.py serve).")
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1), help="gunicorn workers (default: 2 per core, as manage.py serve).")
+    parser.add_argument("--threads", type=int, default=2, help="Threads per gunicorn worker (default 2, as manage.py serve).")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help=f"PostgreSQL server to use (default {DEFAULT_DATABASE_URL}); only used to connect: "
                         "a database bench_labeling_<pid> is created and dropped.")

@@ -21,12 +21,14 @@ class ProcessSpec:
     argv: list[str]
 
 
-def web(host: str, port: int, workers: int = 2, threads: int = 4) -> ProcessSpec:
-    return ProcessSpec(
-        "web",
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{host}:{port}",
-         "--workers", str(workers), "--threads", str(threads), "--access-logfile", "-", "--timeout", "120"],
-    )
+def web(host: str, port: int, workers: int | None = None, threads: int = 2, access_log: bool = False) -> ProcessSpec:
+    """gunicorn with two processes per core: a request that waits on the database leaves the core to another
+    process instead of to a thread of the same interpreter (measured by bench/labeling_loop.py)."""
+    argv = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{host}:{port}",
+            "--workers", str(workers or 2 * (os.cpu_count() or 1)), "--threads", str(threads), "--timeout", "120"]
+    if access_log:
+        argv += ["--access-logfile", "-"]
+    return ProcessSpec("web", argv)
 
 
 def default_worker(concurrency: int = 2) -> ProcessSpec:

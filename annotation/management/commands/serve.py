@@ -10,12 +10,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
         parser.add_argument("--port", type=int, default=8000)
-        parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument("--web-workers", type=int, default=None, help="gunicorn processes (default: 2 per core).")
+        parser.add_argument("--access-log", action="store_true", help="Log every HTTP request.")
 
     def handle(self, *args, **options):
         call_command("collectstatic", interactive=False, verbosity=0)
         specs = [
-            processes.web(options["host"], options["port"], workers=options["web_workers"]),
+            processes.web(options["host"], options["port"], workers=options["web_workers"], access_log=options["access_log"]),
             processes.default_worker(),
             processes.gpu_worker(),
         ]
