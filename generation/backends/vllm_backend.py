@@ -12,24 +12,32 @@ from collections.abc import Iterator, Sequence
 
 from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling
 
-CPU_KV_CACHE_FRACTION = 0.3  # on CPU the fraction is of host memory; vLLM's GPU default (0.92) fails there
+# On CPU the KV cache lives in host memory. An explicit size, rather than vLLM's fraction of a NUMA node minus
+# this process's own memory, does not depend on what else the process or the machine holds.
+CPU_KV_CACHE_BYTES = 2 * 1024**3
 
 
 class VllmBackend:
     name = "vllm"
 
-    def __init__(self, model: ModelSpec, max_model_len: int = 2048, gpu_memory_utilization: float | None = None):
+    def __init__(
+        self,
+        model: ModelSpec,
+        max_model_len: int = 2048,
+        gpu_memory_utilization: float = 0.9,
+        cpu_kv_cache_bytes: int = CPU_KV_CACHE_BYTES,
+    ):
         # A Celery prefork child is daemonic and may not start the engine's worker processes.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import torch
         from vllm import LLM
 
         on_gpu = torch.cuda.is_available()
-        options: dict = {"model": model.base_model, "max_model_len": max_model_len, "seed": 0}
+        options: dict = {"model": model.base_model, "max_model_len": _context_length(model, max_model_len), "seed": 0}
         if on_gpu:
-            options["gpu_memory_utilization"] = gpu_memory_utilization or 0.9
+            options["gpu_memory_utilization"] = gpu_memory_utilization
         else:
-            options.update(dtype="float32", enforce_eager=True, gpu_memory_utilization=gpu_memory_utilization or CPU_KV_CACHE_FRACTION)
+            options.update(dtype="float32", enforce_eager=True, kv_cache_memory_bytes=cpu_kv_cache_bytes)
         rank = model.lora_rank()
         if rank:
             options.update(enable_lora=True, max_lora_rank=max(8, rank), max_loras=1)
@@ -75,3 +83,11 @@ class VllmBackend:
 
     def close(self) -> None:
         self.llm = None
+
+
+def _context_length(model: ModelSpec, cap: int) -> int:
+    """The cap, or the model's own context length when shorter (vLLM refuses a longer one)."""
+    from transformers import AutoConfig
+
+    own = getattr(AutoConfig.from_pretrained(model.base_model), "max_position_embeddings", None)
+    return min(cap, int(own)) if own else cap

@@ -15,7 +15,8 @@ def build_tiny_model(folder, seed: int = 0):
     tokenizer = AutoTokenizer.from_pretrained(default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME))
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        # head_dim 64: the smallest attention head vLLM's CPU kernels accept.
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
         num_key_value_heads=1, max_position_embeddings=512, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=True,
     )
