@@ -199,39 +199,52 @@ def _finish(job: GenerationJob, status: str, error: str = "") -> None:
 
 
 def _run(job: GenerationJob) -> None:
-    sampling = sampling_from(job.sampling)
-    prompts = list(selected_prompts(job.project, job.prompt_selection).values_list("pk", "messages"))
-    plan = list(job.model_plan.select_related("model_version"))
-    done: dict[int, int] = {}  # prompt id -> models finished for it
-    for entry in plan:
-        _generate_for_model(job, entry, prompts, sampling, done, plan_size=len(plan))
-    _create_items(job, [prompt_id for prompt_id, _ in prompts])
+    _JobRun(job).run()
 
 
-def _generate_for_model(job, entry: GenerationJobModel, prompts, sampling: Sampling, done: dict, plan_size: int) -> None:
-    version = entry.model_version
-    backend = open_backend(job.backend, ModelSpec(version.base_model, version.adapter_path))
-    try:
-        wanted = {prompt_id: entry.n for prompt_id, _ in prompts}
-        messages = dict(prompts)
-        for round_number in range(1 + TOP_UP_ROUNDS):
-            requests = [PromptRequest(key=p, messages=messages[p], n=n) for p, n in wanted.items() if n > 0]
-            if not requests:
-                break
-            round_sampling = _reseeded(sampling, round_number)
-            for batch in backend.generate(requests, round_sampling):
-                saved = _save_batch(job, version, batch, round_sampling)
-                for prompt_id, count in saved.items():
-                    wanted[prompt_id] -= count
-                if round_number == 0:
+class _JobRun:
+    """One job's pass over its plan: each model in turn generates its share for every selected prompt."""
+
+    def __init__(self, job: GenerationJob):
+        self.job = job
+        self.sampling = sampling_from(job.sampling)
+        self.messages = dict(selected_prompts(job.project, job.prompt_selection).values_list("pk", "messages"))
+        self.plan = list(job.model_plan.select_related("model_version"))
+        self.models_done: dict[int, int] = {}  # prompt id -> models whose first round covered it
+        self.itemized: set[int] = set()
+
+    def run(self) -> None:
+        for entry in self.plan:
+            self._generate(entry)
+
+    def _generate(self, entry: GenerationJobModel) -> None:
+        version = entry.model_version
+        backend = open_backend(self.job.backend, ModelSpec(version.base_model, version.adapter_path))
+        try:
+            wanted = {prompt_id: entry.n for prompt_id in self.messages}
+            for round_number in range(1 + TOP_UP_ROUNDS):
+                requests = [PromptRequest(key=p, messages=self.messages[p], n=n) for p, n in wanted.items() if n > 0]
+                if not requests:
+                    break
+                round_sampling = _reseeded(self.sampling, round_number)
+                for batch in backend.generate(requests, round_sampling):
+                    for prompt_id, count in _save_batch(self.job, version, batch, round_sampling).items():
+                        wanted[prompt_id] -= count
                     batch_prompts = {generation.key for generation in batch}
-                    for prompt_id in batch_prompts:
-                        done[prompt_id] = done.get(prompt_id, 0) + 1
-                    _progress(job, batch, finished_prompts=sum(1 for count in done.values() if count == plan_size))
-                else:
-                    _progress(job, batch, finished_prompts=None)
-    finally:
-        backend.close()
+                    if round_number == 0:
+                        for prompt_id in batch_prompts:
+                            self.models_done[prompt_id] = self.models_done.get(prompt_id, 0) + 1
+                    self._itemize(batch_prompts)
+                    _progress(self.job, batch, finished_prompts=self._finished_prompts())
+        finally:
+            backend.close()
+
+    def _finished_prompts(self) -> int:
+        return sum(1 for count in self.models_done.values() if count == len(self.plan))
+
+    def _itemize(self, prompt_ids: set[int]) -> None:
+        """Put prompts in the labeling queue as soon as they have their K candidates, not at the end of the job."""
+        self.itemized |= _create_items(self.job, sorted(prompt_ids - self.itemized))
 
 
 def _reseeded(sampling: Sampling, round_number: int) -> Sampling:
@@ -270,27 +283,47 @@ def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generatio
     return kept
 
 
-def _progress(job: GenerationJob, batch: list[Generation], finished_prompts: int | None) -> None:
+def _progress(job: GenerationJob, batch: list[Generation], finished_prompts: int) -> None:
+    """Report progress (and that the worker is alive); stop here if an admin cancelled the job."""
     job.tokens_generated += sum(g.num_tokens for g in batch)
-    fields = {"tokens_generated": job.tokens_generated, "heartbeat_at": timezone.now()}
-    if finished_prompts is not None:
-        job.prompts_done = finished_prompts
-        fields["prompts_done"] = finished_prompts
-    GenerationJob.objects.filter(pk=job.pk).update(**fields)
+    job.prompts_done = finished_prompts
+    GenerationJob.objects.filter(pk=job.pk).update(
+        tokens_generated=job.tokens_generated, prompts_done=finished_prompts, heartbeat_at=timezone.now()
+    )
     if GenerationJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
         raise JobCancelled
 
 
-def _create_items(job: GenerationJob, prompt_ids: list[int]) -> None:
-    """One item per prompt whose candidates from this job reach K, with exactly the plan's share from each model."""
+def _create_items(job: GenerationJob, prompt_ids: list[int]) -> set[int]:
+    """One item per prompt whose candidates from this job reach K, with exactly the plan's share from each model.
+    Returns the prompts that got their item."""
     plan = {entry.model_version_id: entry.n for entry in job.model_plan.all()}
-    candidates = Candidate.objects.filter(generation_job=job).order_by("id").values_list("pk", "prompt_id", "model_version_id")
+    candidates = (
+        Candidate.objects.filter(generation_job=job, prompt_id__in=prompt_ids)
+        .order_by("id")
+        .values_list("pk", "prompt_id", "model_version_id")
+    )
     by_prompt: dict[int, dict[int, list[int]]] = {}
     for pk, prompt_id, version_id in candidates:
         by_prompt.setdefault(prompt_id, {}).setdefault(version_id, []).append(pk)
+    created = set()
     for prompt_id in prompt_ids:
         per_model = by_prompt.get(prompt_id, {})
         if all(len(per_model.get(version_id, [])) >= n for version_id, n in plan.items()):
             chosen = [pk for version_id, n in plan.items() for pk in per_model[version_id][:n]]
             prompt = Prompt.objects.select_related("project").get(pk=prompt_id)
             ranking_item_create(prompt=prompt, candidates=list(Candidate.objects.filter(pk__in=chosen)))
+            created.add(prompt_id)
+    return created
+
+
+def first_generation_queue(*, project: Project, model: ModelVersion, max_new_tokens: int = 128) -> GenerationJob | None:
+    """Queue a first job filling every prompt of a project that never had one (the demo's); None otherwise."""
+    if project.generation_jobs.exists() or not selected_prompts(project, {"mode": "missing"}).exists():
+        return None
+    return generation_job_create(
+        project=project,
+        plan=[PlanEntry(model, project.responses_per_item)],
+        prompt_selection={"mode": "missing"},
+        sampling={"temperature": 0.8, "top_p": 0.95, "max_new_tokens": max_new_tokens, "seed": 0},
+    )

@@ -87,10 +87,17 @@ def test_demo_sets_up_and_serves_the_app_and_the_workers(tmp_path):
             assert re.search(rf"^\s+{username}\s", output.text, re.MULTILINE)
         assert (tmp_path / "db.sqlite3").exists()
 
+        assert "Queued generation job" in output.text
         base_url = f"http://127.0.0.1:{port}/"
         _wait_for_http(base_url + "login/")
-        home = log_in(base_url, "labeler1", DEMO_PASSWORD).open(base_url).read().decode()
-        assert "Demo: helpful assistant" in home
+        labeler = log_in(base_url, "labeler1", DEMO_PASSWORD)
+        assert "Demo: helpful assistant" in labeler.open(base_url).read().decode()
+        # The worker runs the demo's generation job with the default model; items reach labelers batch by batch.
+        deadline = time.monotonic() + 240
+        while 'class="ranker"' not in (page := labeler.open(base_url + "projects/demo/label/").read().decode()):
+            assert time.monotonic() < deadline, output.text
+            time.sleep(2)
+        assert 'data-letter="D"' in page
         models = log_in(base_url, "researcher", DEMO_PASSWORD).open(base_url + "models/").read().decode()
         assert DEFAULT_MODEL_NAME in models
 

@@ -98,8 +98,10 @@ def test_cancel_a_queued_job_and_a_running_one(tiny_version):
     GenerationJob.objects.filter(pk=running.pk).update(status="queued")  # let this process pick it up
     finished = jobs.generation_job_run(running.pk)
     assert finished.status == GenerationJob.Status.CANCELLED
-    # It stopped after its first batch and kept what that batch saved.
-    assert 0 < Candidate.objects.filter(generation_job=running).count() < 24
+    # It stopped after its first batch (8 prompts x 2 samples) and kept what that batch saved, items included:
+    # prompts enter the labeling queue as soon as they have their K candidates.
+    assert Candidate.objects.filter(generation_job=running).count() == 16
+    assert RankingItem.objects.filter(project=project).count() == 8
 
 
 @pytest.mark.parametrize(

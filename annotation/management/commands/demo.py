@@ -2,6 +2,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import services
+from generation import jobs
 from generation import services as generation_services
 from generation.backends.default_model import DefaultModelUnavailable
 
@@ -28,6 +29,12 @@ class Command(BaseCommand):
         self.stdout.write(f"  {model.name}: {model.base_model}")
         project, users = services.demo_seed()
         self.stdout.write(f"Demo project: {project.name} ({project.prompts.count()} prompts)")
+        job = jobs.first_generation_queue(project=project, model=model)
+        if job:
+            self.stdout.write(
+                f"Queued generation job {job.pk}: {model.name} writes {project.responses_per_item} candidates per prompt; "
+                "items reach the labelers as prompts are done (watch it under Jobs)."
+            )
         self.stdout.write("Demo users (password for all: %s):" % services.DEMO_PASSWORD)
         for username, role in users:
             self.stdout.write(f"  {username:<12} {role}")
