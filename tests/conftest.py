@@ -3,6 +3,7 @@ from rest_framework.test import APIClient
 
 from annotation.roles import ADMIN, LABELER, RESEARCHER
 from tests.factories import ProjectFactory, user_with_role
+from tests.tiny_models import build_lora_adapter, build_tiny_model
 
 
 @pytest.fixture
@@ -50,3 +51,13 @@ def celery_worker(transactional_db):
     worker = Worker()
     yield worker
     worker.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
+
+
+@pytest.fixture(scope="session")
+def tiny_adapter(tiny_model, tmp_path_factory):
+    return str(build_lora_adapter(tiny_model, tmp_path_factory.mktemp("tiny-adapter")))

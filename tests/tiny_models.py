@@ -1,7 +1,6 @@
 """Tiny real models for generation tests: random weights from a small Llama config, the real SmolLM2 tokenizer
 (with its chat template), and a LoRA adapter on top. Built once per test session."""
 
-import pytest
 from django.conf import settings
 
 from generation.backends import default_model
@@ -41,13 +40,3 @@ def build_lora_adapter(base_folder, folder, rank: int = 8, seed: int = 1):
                 parameter.normal_(0, 0.5)
     model.save_pretrained(folder)
     return folder
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory):
-    return str(build_tiny_model(tmp_path_factory.mktemp("tiny-model")))
-
-
-@pytest.fixture(scope="session")
-def tiny_adapter(tiny_model, tmp_path_factory):
-    return str(build_lora_adapter(tiny_model, tmp_path_factory.mktemp("tiny-adapter")))
