@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
@@ -20,6 +19,7 @@ from django.conf import settings
 from annotation.services import DEMO_PASSWORD
 from generation.backends import default_model
 from generation.services import DEFAULT_MODEL_NAME
+from tests.worker import Output
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -34,30 +34,6 @@ def free_port() -> int:
 def embedded_env(data_dir: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}}
     return {**env, "PREFLOOP_DATA_DIR": str(data_dir)}
-
-
-class Output:
-    """Collects a process's output in a thread so the test can wait for a line."""
-
-    def __init__(self, proc: subprocess.Popen):
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
-
-    def _read(self, proc):
-        for line in proc.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(re.search(pattern, line) for line in self.lines):
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"{pattern!r} not seen within {timeout}s:\n{self.text}")
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
 
 
 def log_in(base_url: str, username: str, password: str) -> urllib.request.OpenerDirector:

@@ -22,6 +22,33 @@ def test_database_url() -> str:
     return f"postgres://{auth}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
 
 
+class Output:
+    """Collects a process's output in a thread so a test can wait for a line."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def wait_for(self, pattern: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(re.search(pattern, line) for line in self.lines):
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError(f"{pattern!r} not seen within {timeout}s:\n{self.text}")
+
+    @property
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
 class Worker:
     def __init__(self, queues: str = "gpu,default"):
         self.env = {
@@ -36,27 +63,12 @@ class Worker:
              "--hostname", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
             cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-        self.wait_for(r"ready\.", timeout=60)
-
-    def _read(self):
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def wait_for(self, pattern: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if any(re.search(pattern, line) for line in self.lines):
-                return
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.2)
-        raise AssertionError(f"worker: {pattern!r} not seen:\n{self.log}")
+        self.output = Output(self.process)
+        self.output.wait_for(r"ready\.", timeout=60)
 
     @property
     def log(self) -> str:
-        return "".join(self.lines)
+        return self.output.text
 
     def stop(self) -> None:
         self.process.terminate()

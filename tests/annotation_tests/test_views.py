@@ -1,6 +1,5 @@
 """HTML pages: who may see and do what, and the admin's browser workflows."""
 
-import io
 import json
 
 import pytest
