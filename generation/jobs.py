@@ -9,6 +9,7 @@ prompt has a candidate from every model of the plan (K in all), its RankingItem 
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
@@ -29,6 +30,7 @@ from generation.models import Candidate, GenerationJob, GenerationJobModel, Mode
 logger = logging.getLogger(__name__)
 
 TOP_UP_ROUNDS = 2  # extra passes for prompts that lost samples to duplicates or empty responses
+HEARTBEAT_SECONDS = 30
 HEARTBEAT_TIMEOUT = timedelta(minutes=5)
 MAX_NEW_TOKENS = 4096
 WORKER_DIED = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."
@@ -166,7 +168,8 @@ def generation_job_run(job_id: int) -> GenerationJob:
     if job is None:
         return GenerationJob.objects.get(pk=job_id)
     try:
-        _run(job)
+        with _Heartbeat(job.pk):
+            _run(job)
     except JobCancelled:
         _finish(job, GenerationJob.Status.CANCELLED)
     except Exception as exc:  # noqa: BLE001 - any failure of the model or backend ends the job, recorded
@@ -192,6 +195,31 @@ def _start(job_id: int) -> GenerationJob | None:
         job.status, job.started_at, job.heartbeat_at = GenerationJob.Status.RUNNING, now, now
         job.save(update_fields=["status", "started_at", "heartbeat_at"])
     return job
+
+
+class _Heartbeat:
+    """Beats every HEARTBEAT_SECONDS from a thread while the job runs, also through one long backend call (vLLM
+    generates a whole job at once), so that only a dead worker goes quiet."""
+
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self.stopped.wait(HEARTBEAT_SECONDS):
+                GenerationJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
+        finally:
+            connection.close()
 
 
 def _finish(job: GenerationJob, status: str, error: str = "") -> None:

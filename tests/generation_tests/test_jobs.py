@@ -133,3 +133,17 @@ def test_reward_models_do_not_generate_and_a_worker_death_is_noticed(tiny_versio
     GenerationJob.objects.filter(pk=job.pk).update(status="running")
     assert jobs.generation_job_run(job.pk).status == GenerationJob.Status.FAILED  # delivered again while running
     assert "stopped" in GenerationJob.objects.get(pk=job.pk).error
+
+
+def test_a_job_whose_worker_went_quiet_is_marked_failed(tiny_version):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    project = ProjectFactory(responses_per_item=2)
+    PromptFactory(project=project)
+    quiet = launch(project, [(tiny_version, 2)])
+    GenerationJob.objects.filter(pk=quiet.pk).update(status="running", heartbeat_at=timezone.now() - timedelta(minutes=6))
+    assert jobs.generation_jobs_reap() == 1
+    quiet.refresh_from_db()
+    assert quiet.status == "failed" and "stopped" in quiet.error and quiet.finished_at
