@@ -9,8 +9,8 @@ from the repository root, with a temporary PREFLOOP_DATA_DIR and SQLite database
           ``generation.services.model_version_register``, ``generation.jobs.generation_job_create`` (its Celery
           message goes to the filesystem broker of the temporary data directory, where no worker listens), then
           ``generation.jobs.generation_job_run(job_id)`` in the same process, as the gpu worker would. Reported:
-          the job row's own rate, ``tokens_generated / (finished_at - started_at)`` (what the product shows, model
-          load included since ``started_at`` is set before the backend opens), the wall time of
+          the rate the product shows, ``tokens_generated / (finished_at - started_at - load_seconds)`` (model
+          loading is recorded apart: a fresh worker process per job imports and loads first), the wall time of
           ``generation_job_run``, and a breakdown from a thin timing wrapper around ``open_backend`` (bench-side
           instrumentation, no application code changed): backend load, time inside the backend's ``generate``
           iterator, time the job spends on each yielded batch (dedup, saves, ranking items, progress) and the rest.
@@ -22,6 +22,12 @@ from the repository root, with a temporary PREFLOOP_DATA_DIR and SQLite database
           in-process engine) and one ``generate`` call with ``SamplingParams(n=--samples, ..., seed=...)``.
           Load (engine start) is timed apart from generation. Tokens are counted as the backend counts them
           (transformers: new tokens without padding and special tokens; vLLM: ``len(completion.token_ids)``).
+
+The model is var/models/smollm2-135m-instruct when it is built (else ``manage.py prepare_default_model`` builds it
+in the temporary data directory, about 30 s), or --model. When its config.json carries the GGUF
+``quantization_config`` that the default model's build leaves there, vLLM refuses the folder ("Unknown quantization
+method: gguf"), so both vLLM runs use a copy of the folder (symlinked weights) whose config.json lacks that key;
+the benchmark prints a NOTE when it does so.
 
 Job and bare runs alternate (job first on odd repetitions, bare first on even ones) and the medians over
 --repeats are reported. This is a shared virtual machine whose speed drifts (up to 2x from one minute to the next):
@@ -206,7 +212,10 @@ def worker_job(spec: dict) -> dict:
     candidates = Candidate.objects.filter(generation_job=job).count()
     items = RankingItem.objects.filter(prompt__project=project).count()
     elapsed = (job.finished_at - job.started_at).total_seconds()
+    from generation.selectors import job_progress
+
     return {
+        "shown_tps": job_progress(job).tokens_per_second,
         "calibration_ms": calibration,
         "tokens": job.tokens_generated,
         "row_elapsed_s": elapsed,
@@ -330,6 +339,21 @@ def worker_main(kind: str, spec_path: str, out_path: str) -> int:
 # --- orchestration ---------------------------------------------------------------------------------------------------
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat) since boot."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_subprocess(name: str, argv: list[str], env: dict, logs: Path) -> float:
     """Run a subprocess from the repository root with its output in log files; returns its wall time."""
     started = time.perf_counter()
@@ -348,9 +372,15 @@ def run_worker(name: str, kind: str, spec: dict, env: dict, workdir: Path) -> di
     spec_path, out_path = workdir / f"{name}.spec.json", workdir / f"{name}.result.json"
     spec_path.write_text(json.dumps(spec))
     argv = [PYTHON, str(Path(__file__).resolve()), "--worker", kind, "--spec", str(spec_path), "--out", str(out_path)]
+    busy, ours = machine_busy_seconds(), children_cpu_seconds()
     process_wall = run_subprocess(name, argv, env, workdir / "logs")
+    busy, ours = machine_busy_seconds() - busy, children_cpu_seconds() - ours
     result = json.loads(out_path.read_text())
     result["process_wall_s"] = process_wall
+    result["cores_used"] = ours / process_wall
+    # Other processes' CPU use during the run, in cores (2.0 = both cores of a 2-core machine): anything well above
+    # 0 means something else competed with the measurement.
+    result["other_cores"] = max(0.0, busy - ours) / process_wall
     return result
 
 
@@ -385,7 +415,8 @@ def vllm_loadable(model: Path, workdir: Path) -> Path:
 
 
 def job_rate(result: dict) -> float:
-    return result["tokens"] / result["row_elapsed_s"]
+    """The rate the job's page and API show: tokens over the job's time less its model loading."""
+    return result["shown_tps"]
 
 
 def job_generation_rate(result: dict) -> float:
@@ -407,6 +438,8 @@ def print_profile(path: Path, limit: int = 25) -> None:
     print(f"\ncProfile of generation_job_run ({path.name}), top {limit} by cumulative time:")
     stats = pstats.Stats(str(path))
     stats.sort_stats("cumulative").print_stats(limit)
+    print(f"The same profile, the job's own functions, imports and model loading only ({path.name}):")
+    stats.print_stats(r"generation/(jobs|backends)|\(_find_and_load\)|from_pretrained|entrypoints/llm\.py:\d+\(__init__\)", 30)
 
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> str:
@@ -459,10 +492,12 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
                 results[backend][kind].append(result)
                 if kind == "job":
                     print(f"{result['tokens']} tokens, {job_rate(result):.1f} tok/s (job row), load {result['load_s']:.1f} s, "
-                          f"generate {result['generate_s']:.1f} s; calibration {result['calibration_ms']:.1f} ms", flush=True)
+                          f"generate {result['generate_s']:.1f} s; calibration {result['calibration_ms']:.1f} ms, "
+                          f"other processes {result['other_cores']:.2f} cores", flush=True)
                 else:
                     print(f"{result['tokens']} tokens, {bare_rate(result):.1f} tok/s, load {result['load_s']:.1f} s, "
-                          f"generate {result['generate_s']:.1f} s; calibration {result['calibration_ms']:.1f} ms", flush=True)
+                          f"generate {result['generate_s']:.1f} s; calibration {result['calibration_ms']:.1f} ms, "
+                          f"other processes {result['other_cores']:.2f} cores", flush=True)
     calibration_after = cpu_calibration()
 
     summary = report(args, results, calibration_before, calibration_after)
@@ -479,14 +514,15 @@ def report(args: argparse.Namespace, results: dict, calibration_before: float, c
     )
     print(f"CPU calibration (pure Python, lower is faster): {calibration_before:.1f} ms before, {calibration_after:.1f} ms after.")
     print(
-        "\njob tok/s = tokens_generated / (finished_at - started_at) of the job row (backend load included);"
+        "\njob tok/s = the rate the job page shows: tokens_generated / (finished_at - started_at - load_seconds);"
         "\njob gen tok/s = the same without the backend's load and close (generation + the job's per-batch work);"
         "\nbare tok/s = generated tokens / time of the generate calls alone;"
         "\nload s: the job's open_backend (its torch/transformers/vllm imports included), bare's model load or engine"
-        "\nstart alone (its imports are under import s); row s: finished_at - started_at of the job row."
+        "\nstart alone (its imports are under import s); row s: finished_at - started_at of the job row;"
+        "\nother: CPU used by other processes during the run, in cores (should be near 0)."
     )
     header = (f"{'backend':<13} {'run':<5} {'tokens':>7} {'tok/s':>7} {'gen tok/s':>9} {'import s':>8} {'load s':>7} {'gen s':>7} "
-              f"{'batch work s':>12} {'row s':>7} {'run wall s':>10} {'process s':>9} {'calib ms':>8}")
+              f"{'batch work s':>12} {'row s':>7} {'run wall s':>10} {'process s':>9} {'calib ms':>8} {'other':>5}")
     print("\n" + header)
     print("-" * len(header))
     fields: dict[str, str] = {}
@@ -494,10 +530,10 @@ def report(args: argparse.Namespace, results: dict, calibration_before: float, c
         for number, (job, bare) in enumerate(zip(runs["job"], runs["bare"]), start=1):
             print(f"{backend:<13} {'job':<5} {job['tokens']:>7} {job_rate(job):>7.1f} {job_generation_rate(job):>9.1f} "
                   f"{'-':>8} {job['load_s']:>7.1f} {job['generate_s']:>7.1f} {job['batch_work_s']:>12.3f} {job['row_elapsed_s']:>7.1f} "
-                  f"{job['run_wall_s']:>10.1f} {job['process_wall_s']:>9.1f} {job['calibration_ms']:>8.1f}")
+                  f"{job['run_wall_s']:>10.1f} {job['process_wall_s']:>9.1f} {job['calibration_ms']:>8.1f} {job['other_cores']:>5.2f}")
             print(f"{'':<13} {'bare':<5} {bare['tokens']:>7} {bare_rate(bare):>7.1f} {bare_rate(bare):>9.1f} "
                   f"{bare['import_s']:>8.1f} {bare['load_s']:>7.1f} {bare['generate_s']:>7.1f} {'':>12} {'':>7} {'':>10} {bare['process_wall_s']:>9.1f} "
-                  f"{bare['calibration_ms']:>8.1f}")
+                  f"{bare['calibration_ms']:>8.1f} {bare['other_cores']:>5.2f}")
         job_tps = median([job_rate(r) for r in runs["job"]])
         job_gen_tps = median([job_generation_rate(r) for r in runs["job"]])
         bare_tps = median([bare_rate(r) for r in runs["bare"]])

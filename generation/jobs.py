@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -247,7 +248,10 @@ class _JobRun:
 
     def _generate(self, entry: GenerationJobModel) -> None:
         version = entry.model_version
+        started = time.monotonic()
         backend = open_backend(self.job.backend, ModelSpec(version.base_model, version.adapter_path))
+        self.job.load_seconds += time.monotonic() - started
+        GenerationJob.objects.filter(pk=self.job.pk).update(load_seconds=self.job.load_seconds)
         try:
             wanted = {prompt_id: entry.n for prompt_id in self.messages}
             for round_number in range(1 + TOP_UP_ROUNDS):

@@ -55,6 +55,7 @@ class GenerationJob(models.Model):
     prompts_total = models.PositiveIntegerField(default=0)
     prompts_done = models.PositiveIntegerField(default=0)
     tokens_generated = models.PositiveBigIntegerField(default=0)
+    load_seconds = models.FloatField(default=0.0, help_text="Time spent loading models (not generating).")
     duplicates_dropped = models.PositiveIntegerField(default=0)
     error = models.TextField(blank=True)
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")

@@ -29,10 +29,12 @@ def job_progress(job: GenerationJob) -> JobProgress:
     percent = int(100 * job.prompts_done / job.prompts_total) if job.prompts_total else 0
     if job.status == GenerationJob.Status.SUCCEEDED:
         percent = 100
-    rate = job.tokens_generated / elapsed if elapsed > 0 and job.tokens_generated else None
+    # Rates leave out model loading (a fresh worker process per job imports and loads before it generates).
+    generating = max(0.0, elapsed - job.load_seconds)
+    rate = job.tokens_generated / generating if generating > 0 and job.tokens_generated else None
     eta = None
     if job.status == GenerationJob.Status.RUNNING and job.prompts_done:
-        eta = elapsed / job.prompts_done * (job.prompts_total - job.prompts_done)
+        eta = generating / job.prompts_done * (job.prompts_total - job.prompts_done)
     return JobProgress(percent=percent, elapsed_seconds=elapsed, tokens_per_second=rate, eta_seconds=eta)
 
 

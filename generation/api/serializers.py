@@ -39,6 +39,7 @@ class GenerationJobSerializer(serializers.Serializer):
     prompts_total = serializers.IntegerField()
     prompts_done = serializers.IntegerField()
     tokens_generated = serializers.IntegerField()
+    load_seconds = serializers.FloatField()
     duplicates_dropped = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
     error = serializers.CharField()

@@ -8,6 +8,7 @@ which reloads in under a second and which vLLM accepts.
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from pathlib import Path
 
@@ -35,7 +36,11 @@ def gguf_directory() -> Path:
 
 
 def is_built(target: Path) -> bool:
-    return (target / "config.json").is_file() and (target / "model.safetensors").is_file() and (target / "tokenizer.json").is_file()
+    files = ("config.json", "model.safetensors", "tokenizer.json")
+    if not all((target / name).is_file() for name in files):
+        return False
+    # Builds before this check kept the GGUF quantization_config, which vLLM refuses: rebuild those.
+    return "quantization_config" not in json.loads((target / "config.json").read_text())
 
 
 def build(target: Path, dtype: str = "bfloat16") -> Path:
@@ -52,6 +57,9 @@ def build(target: Path, dtype: str = "bfloat16") -> Path:
     model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch_dtype)
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.config.name_or_path = HF_ID
+    # The weights are de-quantized: a GGUF quantization_config left in config.json makes vLLM refuse the folder.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     model.save_pretrained(partial)

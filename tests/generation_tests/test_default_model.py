@@ -42,3 +42,14 @@ def test_prepare_default_model_registers_a_configured_model(settings):
     call_command("prepare_default_model")
     version = ModelVersion.objects.get(name="llama-31-8b-instruct")
     assert version.base_model == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+def test_the_built_folder_has_no_gguf_quantization_config_so_vllm_accepts_it():
+    import json
+
+    from django.conf import settings
+
+    from generation.backends import default_model
+
+    folder = default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME)
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
