@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser
@@ -280,9 +280,8 @@ class _JobRun:
 
 
 def _reseeded(sampling: Sampling, round_number: int) -> Sampling:
-    if round_number == 0:
-        return sampling
-    return Sampling(**{**sampling.as_dict(), "seed": sampling.seed + 1000 * round_number, "stop": sampling.stop})
+    """Top-up rounds sample again with another seed; round 0 keeps the user's."""
+    return replace(sampling, seed=sampling.seed + 1000 * round_number) if round_number else sampling
 
 
 def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generation], sampling: Sampling) -> dict[int, int]:
