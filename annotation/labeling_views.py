@@ -33,24 +33,19 @@ def _next_item_context(request, project, **extra):
 
 
 def _item_or_next(request, project, action, success_message):
-    """Run a labeling action on the current item; answer with the next item, or the same one and the error."""
+    """Run a labeling action on the current item. htmx gets the next item (or the same one with the error) to
+    swap in; a plain form post is redirected back to the label page with the outcome as a message."""
     try:
-        result = action()
+        outcome, status = {"saved": success_message(action())}, 200
     except LabelingError as exc:
-        context = _next_item_context(request, project, error=str(exc))
-        return _render_item(request, context, status=422)
-    context = _next_item_context(request, project, saved=success_message(result))
-    return _render_item(request, context)
-
-
-def _render_item(request, context, status=200):
-    if request.htmx:
-        return render(request, "_label_item.html", context, status=status)
-    if "error" in context:
-        messages.error(request, context["error"])
-    elif context.get("saved"):
-        messages.success(request, context["saved"])
-    return redirect("label", slug=context["project"].slug)
+        outcome, status = {"error": str(exc)}, 422
+    if not request.htmx:
+        if "error" in outcome:
+            messages.error(request, outcome["error"])
+        else:
+            messages.success(request, outcome["saved"])
+        return redirect("label", slug=project.slug)
+    return render(request, "_label_item.html", _next_item_context(request, project, **outcome), status=status)
 
 
 @require(LABEL)
