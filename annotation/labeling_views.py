@@ -10,7 +10,6 @@ from django.views.decorators.http import require_POST
 from annotation import labeling, selectors
 from annotation.labeling import LabelingError
 from annotation.models import ItemFlag, Project, Ranking
-from annotation.ranking import ranking_text
 from annotation.roles import LABEL, MANAGE
 from config.web import require
 
@@ -62,7 +61,7 @@ def label_rank(request, slug, item_id):
             time_spent_ms=_int_or_none(request.POST.get("time_spent_ms")),
         )
 
-    return _item_or_next(request, project, rank, lambda ranking: f"Saved: {_text_for(ranking)}")
+    return _item_or_next(request, project, rank, lambda ranking: f"Saved: {selectors.ranking_as_text(ranking)}")
 
 
 @require(LABEL)
@@ -147,11 +146,6 @@ def flag_review(request, slug, flag_id, decision):
     if request.htmx:
         return render(request, "_flag_list.html", {"project": project, "flags": selectors.open_flags(project)})
     return redirect(reverse("dashboard", args=[slug]) + "#flags")
-
-
-def _text_for(ranking: Ranking) -> str:
-    shown = selectors.item_for_labeler(ranking.assignment)
-    return ranking_text(ranking.tiers, shown.letters)
 
 
 def _json_or_none(value: str):

@@ -121,11 +121,17 @@ def rankings_of(labeler, project: Project | None = None, limit: int = 50) -> lis
     if project is not None:
         rankings = rankings.filter(item__project=project)
     window_start = timezone.now() - timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES)
-    rows = []
-    for ranking in rankings[:limit]:
-        order = display_order([c for tier in ranking.tiers for c in tier], labeler_id=labeler.pk, item_id=ranking.item_id)
-        rows.append(RankingRow(ranking=ranking, text=ranking_text(ranking.tiers, letters_for(order)), revisable=ranking.created_at > window_start))
-    return rows
+    return [
+        RankingRow(ranking=ranking, text=ranking_as_text(ranking), revisable=ranking.created_at > window_start)
+        for ranking in rankings[:limit]
+    ]
+
+
+def ranking_as_text(ranking: Ranking) -> str:
+    """``D > C > A = B`` in the letters its labeler saw (the shuffle depends only on labeler, item and ids)."""
+    shown = [response for tier in ranking.tiers for response in tier]
+    order = display_order(shown, labeler_id=ranking.labeler_id, item_id=ranking.item_id)
+    return ranking_text(ranking.tiers, letters_for(order))
 
 
 def project_dashboard(project: Project) -> dict:
