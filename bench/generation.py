@@ -57,6 +57,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import BenchError, cpu_calibration
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 # This file is named like the `generation` app: when run as a script its folder comes first on sys.path and would
@@ -87,22 +89,7 @@ TOPICS = (
 )
 
 
-class BenchError(Exception):
-    """The benchmark cannot go on (a subprocess failed or a check did not hold)."""
-
-
 # --- shared helpers ------------------------------------------------------------------------------------------------
-
-
-def cpu_calibration() -> float:
-    """Milliseconds of a fixed pure-Python workload, best of 5 (lower is faster): compares this machine's speed
-    between runs (the same workload as bench/labeling_loop.py)."""
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        sum(i * i for i in range(300_000))
-        best = min(best, time.perf_counter() - started)
-    return 1000 * best
 
 
 def make_prompts(count: int) -> list[list[dict[str, str]]]:

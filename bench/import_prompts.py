@@ -39,7 +39,9 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from common import BenchError, postgres_create, postgres_drop
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # run this script with the project's virtualenv: the subprocesses use the same interpreter
@@ -99,10 +101,6 @@ WORDS = (
     "translate into french spanish german café naïve résumé Zürich São Paulo 東京 données über straße — “quoted” "
     "with without between about around under over after before during while since until whether which what how why"
 ).split()
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (a subprocess failed, or the counts do not match)."""
 
 
 @dataclass(frozen=True)
@@ -223,25 +221,6 @@ def database_counts(env: dict[str, str], logs: Path) -> dict[str, int]:
 def database_kind(url: str) -> str:
     scheme = urlsplit(url).scheme
     return "postgresql" if scheme in {"postgres", "postgresql"} else scheme
-
-
-def postgres_create(admin_url: str, name: str) -> str:
-    """Create the database ``name`` through the server of ``admin_url``; return its URL. Fails if it exists."""
-    import psycopg
-
-    try:
-        with psycopg.connect(admin_url, autocommit=True) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.Error as exc:
-        raise BenchError(f"cannot create the PostgreSQL database {name}: {exc}") from exc
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-
-
-def postgres_drop(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 # --- report --------------------------------------------------------------------------------------------------------

@@ -66,7 +66,9 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
+
+from common import BenchError, cpu_calibration, postgres_create, postgres_drop
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # run this script with the project's virtualenv: the subprocesses use the same interpreter
@@ -77,10 +79,6 @@ REQUEST_TIMEOUT = 30.0
 IDLE_RECONNECT = 1.5  # gunicorn closes keep-alive connections idle for 2 s (--keep-alive default)
 TARGET_CLOSED_LOOPS_PER_S = 100
 TARGET_OPEN_P95_MS = 50
-
-
-class BenchError(Exception):
-    """The benchmark cannot go on (a subprocess failed, the server did not start, ...)."""
 
 
 # --- Django scripts (run as subprocesses with DJANGO_SETTINGS_MODULE=config.settings) -----------------------------
@@ -671,29 +669,6 @@ def loadgen_main(spec_path: str) -> int:
 # --- orchestration --------------------------------------------------------------------------------------------------
 
 
-def postgres_create(admin_url: str, name: str) -> str:
-    import psycopg
-
-    try:
-        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
-            connection.execute(f'CREATE DATABASE "{name}"')
-    except psycopg.OperationalError as exc:
-        raise BenchError(
-            f"cannot reach PostgreSQL at {admin_url}: {exc}\n(start it with: "
-            "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start)"
-        ) from exc
-    except psycopg.Error as exc:
-        raise BenchError(f"cannot create the PostgreSQL database {name}: {exc}") from exc
-    return urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
-
-
-def postgres_drop(admin_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(admin_url, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def postgres_settings(url: str) -> dict[str, str]:
     import psycopg
 
@@ -708,17 +683,6 @@ def postgres_vacuum_analyze(url: str) -> None:
 
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("VACUUM ANALYZE")
-
-
-def cpu_calibration() -> float:
-    """Milliseconds of a fixed pure-Python workload, best of 5: compares this machine's speed between runs
-    (a shared virtual machine can be markedly slower from one hour to the next)."""
-    best = float("inf")
-    for _ in range(5):
-        started = time.perf_counter()
-        sum(i * i for i in range(300_000))
-        best = min(best, time.perf_counter() - started)
-    return 1000 * best
 
 
 def run_django(name: str, code: str, argument: str, env: dict, logs: Path) -> dict:
