@@ -173,10 +173,8 @@ def ranking_submit(
     rationale = _checked_rationale(rationale)
     now = timezone.now()
     with transaction.atomic():
-        assignment = _own_assignment(labeler, item_id, lock=True)
+        assignment = _own_lease(labeler, item_id)
         item = assignment.item
-        if assignment.status != Assignment.Status.LEASED:
-            raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
         if item.status != RankingItem.Status.ACTIVE:
             raise LabelingError("This item was flagged or retired meanwhile; fetch the next one.")
         normalised = _valid(tiers, _shown(item))
@@ -196,13 +194,18 @@ def ranking_submit(
     return ranking
 
 
-def _own_assignment(labeler: AbstractUser, item_id: int, lock: bool) -> Assignment:
-    assignments = Assignment.objects.select_related("item__project").filter(item_id=item_id, labeler=labeler)
-    if lock:
-        assignments = assignments.select_for_update(of=("self",))
-    assignment = assignments.first()
+def _own_lease(labeler: AbstractUser, item_id: int) -> Assignment:
+    """The labeler's assignment on the item, locked, and still open for a ranking, a skip or a flag."""
+    assignment = (
+        Assignment.objects.select_related("item__project")
+        .select_for_update(of=("self",))
+        .filter(item_id=item_id, labeler=labeler)
+        .first()
+    )
     if assignment is None:
         raise NotAssigned("This item is not assigned to you.")
+    if assignment.status != Assignment.Status.LEASED:
+        raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
     return assignment
 
 
@@ -275,9 +278,7 @@ def assignment_skip(*, labeler: AbstractUser, item_id: int, reason: str) -> Assi
     if not reason:
         raise InvalidInput("Say why you skip this item.")
     with transaction.atomic():
-        assignment = _own_assignment(labeler, item_id, lock=True)
-        if assignment.status != Assignment.Status.LEASED:
-            raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
+        assignment = _own_lease(labeler, item_id)
         assignment.status = Assignment.Status.SKIPPED
         assignment.skip_reason = reason[:500]
         assignment.save(update_fields=["status", "skip_reason"])
@@ -289,9 +290,7 @@ def item_flag(*, labeler: AbstractUser, item_id: int, reason: str, note: str = "
     if reason not in ItemFlag.Reason.values:
         raise InvalidInput(f"Choose a flag reason: {', '.join(ItemFlag.Reason.values)}.")
     with transaction.atomic():
-        assignment = _own_assignment(labeler, item_id, lock=True)
-        if assignment.status != Assignment.Status.LEASED:
-            raise LabelingError(f"You already {assignment.get_status_display().lower()} this item.")
+        assignment = _own_lease(labeler, item_id)
         flag = ItemFlag.objects.create(item_id=item_id, labeler=labeler, reason=reason, note=(note or "").strip())
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.FLAGGED)
         RankingItem.objects.filter(pk=item_id).update(status=RankingItem.Status.FLAGGED)

@@ -68,8 +68,11 @@ def label_rank(request, slug, item_id):
 @require_POST
 def label_skip(request, slug, item_id):
     project = get_object_or_404(Project, slug=slug)
-    action = lambda: labeling.assignment_skip(labeler=request.user, item_id=item_id, reason=request.POST.get("reason", ""))  # noqa: E731
-    return _item_or_next(request, project, action, lambda _: "Skipped.")
+
+    def skip():
+        return labeling.assignment_skip(labeler=request.user, item_id=item_id, reason=request.POST.get("reason", ""))
+
+    return _item_or_next(request, project, skip, lambda _: "Skipped.")
 
 
 @require(LABEL)
