@@ -1,0 +1,264 @@
+"""Train a LoRA adapter on preference examples with TRL: a DPO policy or a reward model (pure Python: no Django).
+
+``train_adapter`` loads the base model (4-bit NF4 through bitsandbytes unless turned off), attaches a LoRA adapter,
+trains it with TRL's DPOTrainer (the reference is the base with the adapter disabled) or RewardTrainer (sequence
+classification with one output, the pair margin in the loss), reports progress and metrics to a ``Reporter`` as it
+goes, stops early when the reporter asks, and writes the artifacts:
+
+    <output_dir>/adapter/        the PEFT adapter and the tokenizer
+    <output_dir>/settings.json   the settings used (device choices resolved)
+    <output_dir>/metrics.json    TRL's log history and the final metrics
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from training.trainers.data import PreferenceExample, trl_rows
+from training.trainers.settings import DPO, Device, TrainingSettings, resolved_for_device
+
+EVALUATIONS_PER_RUN = 5
+# Trainer log keys that describe the run rather than the model; kept in the summary, not charted.
+SUMMARY_KEYS = {"train_runtime", "train_samples_per_second", "train_steps_per_second", "total_flos", "train_loss"}
+NOT_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second"}
+
+
+class Reporter(Protocol):
+    def started(self, total_steps: int) -> None: ...
+
+    def logged(self, step: int, split: str, metrics: dict[str, float]) -> None: ...
+
+    def should_stop(self) -> bool: ...
+
+
+class NoReporter:
+    def started(self, total_steps: int) -> None:
+        pass
+
+    def logged(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        pass
+
+    def should_stop(self) -> bool:
+        return False
+
+
+class NoUsableExamples(ValueError):
+    pass
+
+
+@dataclass
+class TrainingResult:
+    adapter_dir: Path
+    steps: int
+    total_steps: int
+    stopped_early: bool
+    settings: dict
+    train_metrics: dict[str, float] = field(default_factory=dict)  # the last logged training step
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
+    summary: dict[str, float] = field(default_factory=dict)  # runtime, samples/s, mean training loss
+    examples: dict[str, int] = field(default_factory=dict)  # used for train / eval after TRL's length filter
+    quantized_layers: int = 0  # linear layers held in 4 bits
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "adapter_dir": str(self.adapter_dir)}
+
+
+def detect_device() -> Device:
+    import torch
+
+    if torch.cuda.is_available():
+        return Device("cuda", bf16_supported=torch.cuda.is_bf16_supported())
+    return Device("cpu")
+
+
+def train_adapter(
+    *,
+    base_model: str,
+    train: Sequence[PreferenceExample],
+    eval: Sequence[PreferenceExample] = (),
+    settings: TrainingSettings,
+    output_dir: Path,
+    reporter: Reporter | None = None,
+) -> TrainingResult:
+    if not train:
+        raise NoUsableExamples("There are no training pairs.")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    reporter = reporter or NoReporter()
+    settings = resolved_for_device(settings, detect_device())
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    callback = _reporting_callback(reporter)
+    trainer = _trainer(base_model, train, eval, settings, output_dir, callback)
+    examples = {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0}
+    if not examples["train"]:
+        raise NoUsableExamples(f"No training pair fits in max_length={settings.max_length} tokens.")
+    if not settings.bf16:
+        _trainable_in_float32(trainer.model)
+    trainer.train()
+    state = trainer.state
+    if trainer.eval_dataset and not callback.stopped and _last_eval_step(state) != state.global_step:
+        trainer.evaluate()
+    adapter_dir = output_dir / "adapter"
+    trainer.save_model(str(adapter_dir))
+    result = TrainingResult(
+        adapter_dir=adapter_dir,
+        steps=state.global_step,
+        total_steps=state.max_steps,
+        stopped_early=callback.stopped,
+        settings=settings.as_dict(),
+        train_metrics=callback.last.get("train", {}),
+        eval_metrics=callback.last.get("eval", {}),
+        summary=callback.summary,
+        examples=examples,
+        quantized_layers=_quantized_layers(trainer.model),
+    )
+    _write_artifacts(output_dir, result, state.log_history)
+    return result
+
+
+def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback):
+    from peft import LoraConfig
+
+    common = dict(
+        output_dir=str(output_dir / "trainer"),
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.epochs,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation,
+        max_length=settings.max_length,
+        seed=settings.seed,
+        bf16=settings.bf16,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        logging_steps=1,
+        eval_strategy="steps" if eval else "no",
+        eval_steps=settings.eval_steps or 1 / EVALUATIONS_PER_RUN,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    datasets = _datasets(train, eval, with_margin=settings.kind != DPO and settings.use_margin)
+    lora = dict(
+        r=settings.lora_rank,
+        lora_alpha=settings.lora_alpha,
+        lora_dropout=settings.lora_dropout,
+        target_modules=_target_modules(settings.target_modules),
+    )
+    quantization = _quantization(settings)
+    if settings.kind == DPO:
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**common, beta=settings.beta, loss_type=list(settings.loss_type), label_smoothing=settings.label_smoothing)
+        return DPOTrainer(
+            model=base_model, args=args, **datasets, peft_config=LoraConfig(**lora, task_type="CAUSAL_LM"),
+            quantization_config=quantization, callbacks=[callback],
+        )
+    from trl import RewardConfig, RewardTrainer
+
+    return RewardTrainer(
+        model=base_model, args=RewardConfig(**common), **datasets, peft_config=LoraConfig(**lora, task_type="SEQ_CLS"),
+        quantization_config=quantization, callbacks=[callback],
+    )
+
+
+def _datasets(train, eval, *, with_margin: bool) -> dict:
+    from datasets import Dataset
+
+    datasets = {"train_dataset": Dataset.from_list(trl_rows(train, with_margin=with_margin))}
+    if eval:
+        datasets["eval_dataset"] = Dataset.from_list(trl_rows(eval, with_margin=with_margin))
+    return datasets
+
+
+def _target_modules(names: tuple[str, ...]) -> str | list[str]:
+    return "all-linear" if names == ("all-linear",) else list(names)
+
+
+def _quantization(settings: TrainingSettings):
+    if not settings.load_in_4bit:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=settings.double_quant,
+        bnb_4bit_compute_dtype=torch.bfloat16 if settings.bf16 else torch.float32,
+    )
+
+
+def _trainable_in_float32(model) -> None:
+    """TRL keeps QLoRA's trainable weights in bf16 (the paper's GPU recipe). Without bf16 compute the float32
+    activations meet bf16 weights (the reward head fails outright) and small updates round away: keep them in float32."""
+    import torch
+
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+
+
+def _quantized_layers(model) -> int:
+    import bitsandbytes
+
+    return sum(isinstance(module, bitsandbytes.nn.Linear4bit) for module in model.modules())
+
+
+def _last_eval_step(state) -> int | None:
+    steps = [entry["step"] for entry in state.log_history if "eval_loss" in entry]
+    return steps[-1] if steps else None
+
+
+def _reporting_callback(reporter: Reporter):
+    from transformers import TrainerCallback
+
+    class ReportingCallback(TrainerCallback):
+        """Passes progress and metrics to the reporter and stops at a step's end when asked to."""
+
+        def __init__(self):
+            self.stopped = False
+            self.last: dict[str, dict[str, float]] = {}
+            self.summary: dict[str, float] = {}
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            reporter.started(state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            split, metrics, summary = split_logs(logs or {})
+            self.summary.update(summary)
+            if metrics:
+                self.last[split] = metrics
+                reporter.logged(state.global_step, split, metrics)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if reporter.should_stop():
+                self.stopped = True
+                control.should_training_stop = True
+
+    return ReportingCallback()
+
+
+def split_logs(logs: dict) -> tuple[str, dict[str, float], dict[str, float]]:
+    """One Trainer log entry as (split, chartable metrics, run summary)."""
+    summary = {key: float(value) for key, value in logs.items() if key in SUMMARY_KEYS}
+    split = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+    metrics = {}
+    for key, value in logs.items():
+        name = key.removeprefix("eval_")
+        if key in SUMMARY_KEYS or name in NOT_METRICS or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        if math.isfinite(value):
+            metrics[name] = float(value)
+    return split, metrics, summary
+
+
+def _write_artifacts(output_dir: Path, result: TrainingResult, log_history: list[dict]) -> None:
+    (output_dir / "settings.json").write_text(json.dumps(result.settings, indent=2, sort_keys=True))
+    metrics = {"result": result.as_dict(), "log_history": log_history}
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True, default=str))

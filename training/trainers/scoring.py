@@ -1,0 +1,50 @@
+"""Score responses with a trained reward model: base weights + a sequence-classification LoRA adapter (pure Python).
+
+Conversations are tokenized exactly as TRL's RewardTrainer does (the chat template over the prompt and the reply,
+padded on the right), so a score here is the number the reward model learned to produce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+
+class RewardScorer:
+    def __init__(self, *, base_model: str, adapter_path: str, load_in_4bit: bool = False):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(adapter_path)
+        self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
+        quantization = (
+            BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+            if load_in_4bit
+            else None
+        )
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_model, num_labels=1, quantization_config=quantization, dtype=torch.float32
+        )
+        model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = PeftModel.from_pretrained(model, adapter_path).eval()
+
+    def score(self, conversations: Sequence[tuple[list[dict], str]], *, batch_size: int = 8) -> Iterator[list[float]]:
+        """Yields the scores batch by batch, in order. Each conversation is (prompt messages, reply)."""
+        for start in range(0, len(conversations), batch_size):
+            yield self._score_batch(conversations[start : start + batch_size])
+
+    def _score_batch(self, batch: Sequence[tuple[list[dict], str]]) -> list[float]:
+        ids = [
+            self.tokenizer.apply_chat_template(
+                [*messages, {"role": "assistant", "content": reply}], tokenize=True, return_dict=True
+            )["input_ids"]
+            for messages, reply in batch
+        ]
+        width = max(len(row) for row in ids)
+        pad = self.tokenizer.pad_token_id
+        input_ids = self.torch.tensor([row + [pad] * (width - len(row)) for row in ids])
+        attention = self.torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
+        with self.torch.no_grad():
+            logits = self.model(input_ids=input_ids, attention_mask=attention).logits
+        return [float(value) for value in logits[:, 0]]

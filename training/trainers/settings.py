@@ -1,0 +1,190 @@
+"""Training settings: defaults, validation and device-aware choices (pure Python: no Django, no torch at import).
+
+``training_settings(kind, data)`` turns user input (a form, a JSON body, command-line flags) into a validated
+``TrainingSettings`` or raises ``SettingsError`` with one message per field. ``bf16`` and ``gradient_checkpointing``
+may stay ``None`` ("auto"): ``resolved_for_device`` decides them where the run executes, because only the GPU worker
+knows its device.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, fields, replace
+
+DPO, REWARD = "dpo", "reward"
+KINDS = (DPO, REWARD)
+
+# TRL 1.16's DPOConfig.loss_type values (tests/training_tests check this list against the installed TRL).
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot", "aot_unpaired",
+    "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)
+ONLY_FOR = {"beta": DPO, "loss_type": DPO, "label_smoothing": DPO, "use_margin": REWARD}
+MODULE_NAME = re.compile(r"^[A-Za-z_][\w.]*$")
+DEFAULT_LEARNING_RATE = {DPO: 5e-5, REWARD: 1e-4}
+
+
+class SettingsError(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{name}: {message}" for name, message in errors.items()))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    kind: str
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    load_in_4bit: bool = True
+    double_quant: bool = True
+    beta: float = 0.1  # DPO
+    loss_type: tuple[str, ...] = ("sigmoid",)  # DPO; several are summed (e.g. sigmoid + sft)
+    label_smoothing: float = 0.0  # DPO: robust / exo_pair
+    use_margin: bool = True  # reward model: the rank gap as a margin in the loss
+    learning_rate: float = 0.0  # 0: the kind's default
+    epochs: float = 1.0
+    batch_size: int = 4
+    gradient_accumulation: int = 1
+    max_length: int = 1024
+    seed: int = 0
+    eval_steps: int = 0  # 0: about five evaluations per run
+    bf16: bool | None = None  # None: decided for the device
+    gradient_checkpointing: bool | None = None
+
+    def as_dict(self) -> dict:
+        """The settings that apply to this kind of run, JSON-ready."""
+        data = {key: value for key, value in asdict(self).items() if ONLY_FOR.get(key, self.kind) == self.kind}
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
+
+
+SETTING_NAMES = tuple(f.name for f in fields(TrainingSettings) if f.name != "kind")
+
+
+def training_settings(kind: str, data: dict | None = None) -> TrainingSettings:
+    """Validated settings from user input; unknown keys and wrong values raise SettingsError naming each field."""
+    if kind not in KINDS:
+        raise SettingsError({"kind": f"Choose {' or '.join(KINDS)}."})
+    data = {key: value for key, value in (data or {}).items() if value is not None and value != ""}
+    unknown = sorted(set(data) - set(SETTING_NAMES))
+    if unknown:
+        raise SettingsError({name: "Unknown setting." for name in unknown})
+    misplaced = sorted(name for name in data if ONLY_FOR.get(name, kind) != kind)
+    if misplaced:
+        raise SettingsError({name: f"Only for {ONLY_FOR[name]} runs." for name in misplaced})
+    errors: dict[str, str] = {}
+    values = {}
+    for name, convert in _CONVERTERS.items():
+        if name in data:
+            try:
+                values[name] = convert(data[name])
+            except (TypeError, ValueError) as exc:
+                errors[name] = str(exc) or "Invalid value."
+    if errors:
+        raise SettingsError(errors)
+    settings = replace(TrainingSettings(kind=kind), **values)
+    if not settings.learning_rate:
+        settings = replace(settings, learning_rate=DEFAULT_LEARNING_RATE[kind])
+    errors = _range_errors(settings)
+    if errors:
+        raise SettingsError(errors)
+    return settings
+
+
+def _boolean(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("Use true or false.")
+
+
+def _auto_boolean(value) -> bool | None:
+    return None if str(value).strip().lower() == "auto" else _boolean(value)
+
+
+def _names(value) -> tuple[str, ...]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _integer(value) -> int:
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("Must be a whole number.")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("Must be a whole number.") from None
+
+
+def _number(value) -> float:
+    if isinstance(value, bool):
+        raise ValueError("Must be a number.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("Must be a number.") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError("Must be a finite number.")
+    return number
+
+
+_CONVERTERS = {
+    "lora_rank": _integer, "lora_alpha": _integer, "lora_dropout": _number, "target_modules": _names,
+    "load_in_4bit": _boolean, "double_quant": _boolean, "beta": _number, "loss_type": _names,
+    "label_smoothing": _number, "use_margin": _boolean, "learning_rate": _number, "epochs": _number,
+    "batch_size": _integer, "gradient_accumulation": _integer, "max_length": _integer, "seed": _integer,
+    "eval_steps": _integer, "bf16": _auto_boolean, "gradient_checkpointing": _auto_boolean,
+}
+
+
+def _range_errors(s: TrainingSettings) -> dict[str, str]:
+    checks = {
+        "lora_rank": (1 <= s.lora_rank <= 256, "LoRA rank must be between 1 and 256."),
+        "lora_alpha": (1 <= s.lora_alpha <= 1024, "LoRA alpha must be between 1 and 1024."),
+        "lora_dropout": (0 <= s.lora_dropout < 1, "LoRA dropout must be at least 0 and below 1."),
+        "target_modules": (
+            bool(s.target_modules) and all(MODULE_NAME.match(name) for name in s.target_modules),
+            "Name one or more modules (e.g. q_proj, v_proj) or all-linear.",
+        ),
+        "double_quant": (s.load_in_4bit or not s.double_quant, "Double quantization needs 4-bit loading."),
+        "beta": (0 < s.beta <= 10, "Beta must be above 0 and at most 10."),
+        "loss_type": (
+            bool(s.loss_type) and all(loss in DPO_LOSS_TYPES for loss in s.loss_type) and len(set(s.loss_type)) == len(s.loss_type),
+            f"Choose one or more distinct of: {', '.join(DPO_LOSS_TYPES)}.",
+        ),
+        "label_smoothing": (0 <= s.label_smoothing < 0.5, "Label smoothing must be at least 0 and below 0.5."),
+        "learning_rate": (0 < s.learning_rate <= 1e-2, "The learning rate must be above 0 and at most 0.01."),
+        "epochs": (0 < s.epochs <= 100, "Epochs must be above 0 and at most 100."),
+        "batch_size": (1 <= s.batch_size <= 512, "Batch size must be between 1 and 512."),
+        "gradient_accumulation": (1 <= s.gradient_accumulation <= 512, "Gradient accumulation must be between 1 and 512."),
+        "max_length": (16 <= s.max_length <= 131072, "Max length must be between 16 and 131072 tokens."),
+        "seed": (0 <= s.seed < 2**32, "The seed must be between 0 and 4294967295."),
+        "eval_steps": (s.eval_steps >= 0, "Eval steps must be 0 (automatic) or more."),
+    }
+    errors = {name: message for name, (ok, message) in checks.items() if not ok}
+    if "exo_pair" in s.loss_type and s.label_smoothing == 0:
+        errors.setdefault("label_smoothing", "The exo_pair loss needs label smoothing above 0 (its paper suggests 0.001).")
+    return errors
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # "cuda" or "cpu"
+    bf16_supported: bool = False
+
+
+def resolved_for_device(settings: TrainingSettings, device: Device) -> TrainingSettings:
+    """Fill in the "auto" choices. On a CPU, bf16 is emulated and gradient checkpointing recomputes every
+    activation: together about 10x slower per step (NOTES.md), and memory is rarely the limit there. On a GPU, bf16
+    where the card supports it, and checkpointing to fit larger models on one card."""
+    on_gpu = device.kind == "cuda"
+    return replace(
+        settings,
+        bf16=(on_gpu and device.bf16_supported) if settings.bf16 is None else settings.bf16,
+        gradient_checkpointing=on_gpu if settings.gradient_checkpointing is None else settings.gradient_checkpointing,
+    )
