@@ -111,10 +111,16 @@ WHERE item.project_id = %(project)s AND item.status = 'active'
         WHERE done.item_id = item.id AND done.labeler_id = %(labeler)s AND done.status IN ('submitted', 'skipped', 'flagged')
       )
   {exclude}
-ORDER BY item.rankings_count, item.id
+ORDER BY {order}
 LIMIT 1
 {lock}
 """
+
+# Hardest first: the smallest spread of the queue reward model's scores; items it has not scored come last.
+_QUEUE_ORDER_SQL = {
+    Project.QueueOrder.FEWEST_RANKINGS: "item.rankings_count, item.id",
+    Project.QueueOrder.REWARD_SPREAD: "item.reward_spread ASC NULLS LAST, item.rankings_count, item.id",
+}
 
 _LEASES_SQL = """
 SELECT COUNT(*) FROM {assignment}
@@ -134,7 +140,7 @@ def _lock_next_item(project: Project, labeler: AbstractUser, now, exclude: list[
     if connection.features.has_select_for_update:
         lock = "FOR UPDATE OF item SKIP LOCKED" if skip_locked else "FOR UPDATE OF item"
     with connection.cursor() as cursor:
-        cursor.execute(_sql(_NEXT_ITEM_SQL, exclude=excluded, lock=lock), params)
+        cursor.execute(_sql(_NEXT_ITEM_SQL, exclude=excluded, lock=lock, order=_QUEUE_ORDER_SQL[project.queue_order]), params)
         row = cursor.fetchone()
     return _LockedItem(*row) if row else None
 

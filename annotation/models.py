@@ -28,6 +28,15 @@ class Project(models.Model):
         validators=[MinValueValidator(MIN_RANKINGS_PER_ITEM), MaxValueValidator(MAX_RANKINGS_PER_ITEM)],
         help_text="How many distinct labelers rank each item.",
     )
+    class QueueOrder(models.TextChoices):
+        FEWEST_RANKINGS = "fewest_rankings", "Fewest rankings first"
+        REWARD_SPREAD = "reward_spread", "Hardest for the reward model first"
+
+    queue_order = models.CharField(max_length=20, choices=QueueOrder.choices, default=QueueOrder.FEWEST_RANKINGS)
+    queue_reward_version = models.ForeignKey(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The reward model whose scores order the queue (hardest first).",
+    )
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -95,11 +104,17 @@ class RankingItem(models.Model):
     candidates = models.ManyToManyField("generation.Candidate", related_name="items")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
     rankings_count = models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings, kept for queue ordering.")
+    reward_spread = models.FloatField(
+        null=True, blank=True, help_text="Highest minus lowest reward of its candidates (the project's queue reward model)."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "status", "rankings_count", "id"])]
+        indexes = [
+            models.Index(fields=["project", "status", "rankings_count", "id"]),
+            models.Index(fields=["project", "status", "reward_spread", "rankings_count", "id"], name="item_queue_by_spread"),
+        ]
 
 
 class Assignment(models.Model):

@@ -87,13 +87,21 @@ def item_for_labeler(assignment: Assignment) -> ItemForLabeler:
 
 def project_for_labeling(slug: str) -> Project | None:
     """The project behind a labeling request, cached for a few seconds: it is read twice per ranked item."""
-    key = f"prefloop:project:{slug}"
+    key = _project_cache_key(slug)
     project = cache.get(key)
     if project is None:
         project = Project.objects.filter(slug=slug).first()
         if project is not None:
             cache.set(key, project, PROJECT_CACHE_SECONDS)
     return project
+
+
+def forget_project_for_labeling(project: Project) -> None:
+    cache.delete(_project_cache_key(project.slug))
+
+
+def _project_cache_key(slug: str) -> str:
+    return f"prefloop:project:{slug}"
 
 
 def labeler_progress(labeler, project: Project) -> dict[str, int]:
@@ -186,11 +194,21 @@ def open_flags(project: Project):
 
 def project_agreement(project: Project) -> dict:
     """Agreement on the project's items ranked by more than one labeler (see annotation.agreement)."""
-    by_item: dict[int, dict[int, list]] = {}
-    rankings = Ranking.objects.filter(item__project=project, item__rankings_count__gte=2).values_list("item_id", "labeler_id", "tiers")
-    for item_id, labeler_id, tiers in rankings:
-        by_item.setdefault(item_id, {})[labeler_id] = tiers
-    summary = agreement.summarize(ItemRankings(item_id, labelers) for item_id, labelers in sorted(by_item.items()))
+    summary = agreement.summarize(_multiply_ranked_items([project]))
     names = dict(get_user_model().objects.filter(pk__in=summary["labelers"]).values_list("pk", "username"))
     summary["labelers"] = [{"labeler_id": pk, "username": names.get(pk, ""), **values} for pk, values in summary["labelers"].items()]
     return summary
+
+
+def item_agreement(projects) -> dict[int, float | None]:
+    """Pairwise agreement of each item ranked by two or more labelers, by item id."""
+    summary = agreement.summarize(_multiply_ranked_items(projects))
+    return {row["item"]: row["pairwise_agreement"] for row in summary["items"]}
+
+
+def _multiply_ranked_items(projects) -> list[ItemRankings]:
+    by_item: dict[int, dict[int, list]] = {}
+    rankings = Ranking.objects.filter(item__project__in=projects, item__rankings_count__gte=2)
+    for item_id, labeler_id, tiers in rankings.values_list("item_id", "labeler_id", "tiers"):
+        by_item.setdefault(item_id, {})[labeler_id] = tiers
+    return [ItemRankings(item_id, labelers) for item_id, labelers in sorted(by_item.items())]

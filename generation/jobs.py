@@ -9,30 +9,27 @@ prompt has a candidate from every model of the plan (K in all), its RankingItem 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import timedelta
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, QuerySet
 from django.utils import timezone
 
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
+from config.heartbeat import Heartbeat, claim_queued, reap_silent
 from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, open_backend
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
 
 logger = logging.getLogger(__name__)
 
 TOP_UP_ROUNDS = 2  # extra passes for prompts that lost samples to duplicates or empty responses
-HEARTBEAT_SECONDS = 30
-HEARTBEAT_TIMEOUT = timedelta(minutes=5)
 MAX_NEW_TOKENS = 4096
 WORKER_DIED = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."
 
@@ -157,10 +154,7 @@ def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
 
 def generation_jobs_reap() -> int:
     """Mark running jobs whose worker stopped beating as failed (the worker died); returns how many."""
-    stale = GenerationJob.objects.filter(
-        status=GenerationJob.Status.RUNNING, heartbeat_at__lt=timezone.now() - HEARTBEAT_TIMEOUT
-    )
-    return stale.update(status=GenerationJob.Status.FAILED, error=WORKER_DIED, finished_at=timezone.now())
+    return reap_silent(GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING), error=WORKER_DIED)
 
 
 def generation_job_run(job_id: int) -> GenerationJob:
@@ -169,7 +163,7 @@ def generation_job_run(job_id: int) -> GenerationJob:
     if job is None:
         return GenerationJob.objects.get(pk=job_id)
     try:
-        with _Heartbeat(job.pk):
+        with Heartbeat(GenerationJob, job.pk):
             _run(job)
     except JobCancelled:
         _finish(job, GenerationJob.Status.CANCELLED)
@@ -184,43 +178,7 @@ def generation_job_run(job_id: int) -> GenerationJob:
 
 def _start(job_id: int) -> GenerationJob | None:
     generation_jobs_reap()
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().filter(pk=job_id).first()
-        if job is not None and job.status == GenerationJob.Status.RUNNING:
-            # Tasks are acknowledged late: a job delivered again while "running" lost its worker midway.
-            _finish(job, GenerationJob.Status.FAILED, error=WORKER_DIED)
-            return None
-        if job is None or job.status != GenerationJob.Status.QUEUED:
-            return None  # cancelled before it started
-        now = timezone.now()
-        job.status, job.started_at, job.heartbeat_at = GenerationJob.Status.RUNNING, now, now
-        job.save(update_fields=["status", "started_at", "heartbeat_at"])
-    return job
-
-
-class _Heartbeat:
-    """Beats every HEARTBEAT_SECONDS from a thread while the job runs, also through one long backend call (vLLM
-    generates a whole job at once), so that only a dead worker goes quiet."""
-
-    def __init__(self, job_id: int):
-        self.job_id = job_id
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.stopped.set()
-        self.thread.join()
-
-    def _beat(self) -> None:
-        try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS):
-                GenerationJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now())
-        finally:
-            connection.close()
+    return claim_queued(GenerationJob, job_id, worker_died=WORKER_DIED)
 
 
 def _finish(job: GenerationJob, status: str, error: str = "") -> None:

@@ -28,6 +28,8 @@ def model_version_register(
     parent: ModelVersion | None = None,
     notes: str = "",
     config: dict | None = None,
+    metrics: dict | None = None,
+    training_run=None,
     created_by: AbstractUser | None = None,
 ) -> ModelVersion:
     """Register a base model (Hugging Face id or local folder), optionally with a LoRA adapter folder."""
@@ -41,6 +43,8 @@ def model_version_register(
         parent=parent,
         notes=notes,
         config=config or {},
+        metrics=metrics or {},
+        training_run=training_run,
         created_by=created_by,
     )
     version.full_clean()

@@ -1,0 +1,43 @@
+import pytest
+
+from annotation.labeling import assignment_next, ranking_item_create, ranking_submit
+from annotation.models import Prompt
+from generation.services import model_version_register
+from tests.factories import PromptFactory, user_with_role
+
+SMALL_RUN = {"lora_rank": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj", "batch_size": 2, "max_length": 128}
+
+
+@pytest.fixture
+def tiny_version(db, tiny_model):
+    return model_version_register(name="tiny-policy", base_model=tiny_model)
+
+
+def rank_items(project, version, labeler, prompts: int = 6, heldout: int = 2):
+    """``prompts`` items of K=3 candidates from ``version``, each ranked best-first by ``labeler`` (3 pairs per
+    ranking); the last ``heldout`` prompts are marked held-out. Returns the rankings."""
+    from annotation.importing import content_hash
+    from generation.models import Candidate
+
+    rankings = []
+    for n in range(prompts):
+        split = Prompt.Split.HELDOUT if n >= prompts - heldout else Prompt.Split.TRAIN
+        prompt = PromptFactory(project=project, split=split, messages=[{"role": "user", "content": f"Say something kind, number {n}."}])
+        texts = [f"You are wonderful, friend number {n}!", f"You are fine, number {n}.", "Go away."]
+        candidates = [
+            Candidate.objects.create(prompt=prompt, text=t, text_hash=content_hash(t), source="generated", model_version=version)
+            for t in texts
+        ]
+        item = ranking_item_create(prompt=prompt, candidates=candidates)
+        assignment = assignment_next(labeler=labeler, project=project)
+        assert assignment.item_id == item.pk
+        rankings.append(ranking_submit(labeler=labeler, item_id=item.pk, tiers=[[c.pk] for c in candidates]))
+    return rankings
+
+
+@pytest.fixture
+def ranked_project(project, tiny_version):
+    project.responses_per_item = 3
+    project.save()
+    rank_items(project, tiny_version, user_with_role("labeler", "lena-labeler"))
+    return project

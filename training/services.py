@@ -1,0 +1,251 @@
+"""Training runs: launch, run (in the GPU worker), cancel, notice dead workers, register the result.
+
+A run's pairs are fixed when it is launched (TrainingRunPair rows, split by prompt), so pairs added later never
+slip in and every model version traces back to the exact rankings behind it. The worker trains with
+training.trainers, writes metrics as they are logged, and on success registers the adapter as a new ModelVersion in
+the same transaction that marks the run succeeded. A failed or cancelled run registers nothing; a cancelled run
+keeps the adapter it had reached in its folder. No run writes to rankings or pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.models import Project
+from config.heartbeat import Heartbeat, claim_queued, reap_silent
+from generation.models import ModelVersion
+from generation.services import model_version_register
+from training import selectors
+from training.models import TrainingMetric, TrainingRun, TrainingRunPair
+from training.trainers.data import PreferenceExample, content_hash
+from training.trainers.settings import SettingsError, training_settings
+
+logger = logging.getLogger(__name__)
+
+WORKER_DIED = "The worker running this training stopped (killed or crashed); no model was registered."
+VERSION_KIND = {TrainingRun.Kind.DPO: ModelVersion.Kind.POLICY, TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD}
+
+
+def training_run_create(
+    *,
+    kind: str,
+    base_version: ModelVersion,
+    projects: list[Project],
+    pair_filter: dict | None = None,
+    settings: dict | None = None,
+    requested_by: AbstractUser | None = None,
+) -> TrainingRun:
+    """Validate, fix the run's pairs and queue it on the GPU queue (after the transaction commits)."""
+    checked = _checked_settings(kind, settings)
+    if base_version.kind != ModelVersion.Kind.POLICY:
+        raise ValidationError({"base_version": "Train on a policy model (a base model or an earlier DPO round), not a reward model."})
+    if not projects:
+        raise ValidationError({"projects": "Choose at least one project."})
+    selection = selectors.pair_filter_from(pair_filter)
+    split = selectors.split_examples(selectors.training_pairs(projects, selection), selection.eval_fraction)
+    if not split.train:
+        reason = "No pair matches this selection." if not split.eval else "Every selected pair is held out; nothing is left to train on."
+        raise ValidationError({"pair_filter": reason})
+    with transaction.atomic():
+        run = TrainingRun.objects.create(
+            kind=kind,
+            base_version=base_version,
+            config=checked.as_dict(),
+            pair_filter=selection.as_dict(),
+            dataset_manifest=_manifest(split, projects),
+            requested_by=requested_by,
+        )
+        run.projects.set(projects)
+        TrainingRunPair.objects.bulk_create(
+            [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.TRAIN) for e in split.train]
+            + [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.EVAL) for e in split.eval],
+            batch_size=2000,
+        )
+        from training.tasks import run_training
+
+        transaction.on_commit(lambda: run_training.delay(run.pk))
+    return run
+
+
+def _checked_settings(kind: str, data: dict | None):
+    try:
+        return training_settings(kind, data)
+    except SettingsError as exc:
+        raise ValidationError(exc.errors) from exc
+
+
+def _manifest(split: selectors.SplitExamples, projects: list[Project]) -> dict:
+    return {
+        "pairs": {"train": len(split.train), "eval": len(split.eval)},
+        "prompts": split.prompts,
+        "eval_rule": split.eval_rule,
+        "projects": sorted(project.slug for project in projects),
+        "sha256": content_hash(split.train, split.eval),
+    }
+
+
+def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
+    """A queued run is cancelled at once; a running one stops at the end of its current step."""
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
+        if run.status == TrainingRun.Status.QUEUED:
+            run.status, run.finished_at = TrainingRun.Status.CANCELLED, timezone.now()
+        elif run.status == TrainingRun.Status.RUNNING:
+            run.cancel_requested = True
+        else:
+            raise ValidationError(f"The run is already {run.get_status_display().lower()}.")
+        run.save(update_fields=["status", "cancel_requested", "finished_at"])
+    return run
+
+
+def training_runs_reap() -> int:
+    return reap_silent(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING), error=WORKER_DIED)
+
+
+def run_directory(run: TrainingRun) -> Path:
+    return settings.ARTIFACTS_DIR / "training-runs" / str(run.pk)
+
+
+def training_run_execute(run_id: int) -> TrainingRun:
+    """Run a training run to its end in this process. Never raises for a run's failure: the row records it."""
+    run = _start(run_id)
+    if run is None:
+        return TrainingRun.objects.get(pk=run_id)
+    try:
+        with Heartbeat(TrainingRun, run.pk):
+            result = _train(run)
+    except Exception as exc:  # noqa: BLE001 - any failure of the model, data or trainer ends the run, recorded
+        logger.exception("Training run %s failed", run.pk)
+        _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
+    else:
+        if result.stopped_early:
+            _finish(run, TrainingRun.Status.CANCELLED, summary=_summary(result))
+        else:
+            _register(run, result)
+    run.refresh_from_db()
+    return run
+
+
+def _start(run_id: int) -> TrainingRun | None:
+    training_runs_reap()
+    run = claim_queued(TrainingRun, run_id, worker_died=WORKER_DIED)
+    if run is not None:
+        run.output_dir = str(run_directory(run))
+        run.save(update_fields=["output_dir"])
+    return run
+
+
+def _finish(run: TrainingRun, status: str, *, error: str = "", summary: dict | None = None) -> None:
+    fields = {"status": status, "error": error, "finished_at": timezone.now()}
+    if summary is not None:
+        fields["summary"] = summary
+    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+
+
+def _train(run: TrainingRun):
+    from training.trainers.merge import merge_adapter
+    from training.trainers.run import train_adapter
+
+    folder = Path(run.output_dir)
+    if folder.exists():
+        shutil.rmtree(folder)  # a leftover of an earlier attempt with the same id (a reused test database)
+    folder.mkdir(parents=True)
+    train, eval = run_examples(run)
+    _write_dataset(folder, run, train, eval)
+    base = run.base_version
+    base_model = base.base_model
+    if base.adapter_path:
+        base_model = str(merge_adapter(base_model=base.base_model, adapter_path=base.adapter_path, output_dir=folder / "base"))
+    TrainingRun.objects.filter(pk=run.pk).update(summary={"base_model": base_model})
+    return train_adapter(
+        base_model=base_model,
+        train=train,
+        eval=eval,
+        settings=training_settings(run.kind, run.config),
+        output_dir=folder,
+        reporter=_RunReporter(run),
+    )
+
+
+def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+    rows = run.run_pairs.order_by("pair_id").values_list(
+        "split", "pair_id", "pair__prompt__messages", "pair__chosen__text", "pair__rejected__text", "pair__margin"
+    )
+    split: dict[str, list[PreferenceExample]] = {"train": [], "eval": []}
+    for name, pk, messages, chosen, rejected, margin in rows:
+        split[name].append(PreferenceExample(pair_id=pk, prompt=messages, chosen=chosen, rejected=rejected, margin=margin))
+    return split["train"], split["eval"]
+
+
+def _write_dataset(folder: Path, run: TrainingRun, train, eval) -> None:
+    """The exact data beside the adapter: pairs.jsonl (one example per line, with its split) and manifest.json."""
+    with open(folder / "pairs.jsonl", "w", encoding="utf-8") as out:
+        for split, examples in (("train", train), ("eval", eval)):
+            for e in examples:
+                row = {"split": split, "pair_id": e.pair_id, "prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "margin": e.margin}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    manifest = {**run.dataset_manifest, "pair_filter": run.pair_filter, "run": run.pk, "kind": run.kind}
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+class _RunReporter:
+    """Writes the trainer's progress and metrics to the run's rows; asks the trainer to stop when cancelled."""
+
+    def __init__(self, run: TrainingRun):
+        self.run_id = run.pk
+        self.rows = TrainingRun.objects.filter(pk=run.pk)
+
+    def started(self, total_steps: int) -> None:
+        now = timezone.now()
+        self.rows.update(total_steps=total_steps, training_started_at=now, heartbeat_at=now)
+
+    def logged(self, step: int, split: str, metrics: dict[str, float]) -> None:
+        TrainingMetric.objects.bulk_create(
+            TrainingMetric(run_id=self.run_id, step=step, split=split, name=name, value=value) for name, value in metrics.items()
+        )
+        if split == TrainingMetric.Split.TRAIN:
+            self.rows.update(step=step, heartbeat_at=timezone.now())
+
+    def should_stop(self) -> bool:
+        return self.rows.filter(cancel_requested=True).exists()
+
+
+def _summary(result) -> dict:
+    return {
+        **result.summary,
+        "steps": result.steps,
+        "examples": result.examples,
+        "quantized_layers": result.quantized_layers,
+        "settings": result.settings,
+        "adapter_dir": str(result.adapter_dir),
+    }
+
+
+def _register(run: TrainingRun, result) -> None:
+    base = run.base_version
+    summary = _summary(result)
+    base_model = TrainingRun.objects.get(pk=run.pk).summary.get("base_model", base.base_model)
+    with transaction.atomic():
+        model_version_register(
+            name=f"{base.name[:70]}-{run.kind}-run{run.pk}",
+            base_model=base_model,
+            adapter_path=str(result.adapter_dir),
+            kind=VERSION_KIND[run.kind],
+            parent=base,
+            notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {run.dataset_manifest['pairs']['train']} pairs.",
+            config={"training": result.settings, "dataset_manifest": run.dataset_manifest},
+            metrics={"eval": result.eval_metrics, "train": result.train_metrics},
+            training_run=run,
+            created_by=run.requested_by,
+        )
+        _finish(run, TrainingRun.Status.SUCCEEDED, summary={**summary, "base_model": base_model})
