@@ -20,8 +20,10 @@ def rank_items(project, version, labeler, prompts: int = 6, heldout: int = 2):
     from generation.models import Candidate
 
     rankings = []
-    for n in range(prompts):
-        split = Prompt.Split.HELDOUT if n >= prompts - heldout else Prompt.Split.TRAIN
+    start = project.prompts.count()
+    for index in range(prompts):
+        n = start + index
+        split = Prompt.Split.HELDOUT if index >= prompts - heldout else Prompt.Split.TRAIN
         prompt = PromptFactory(project=project, split=split, messages=[{"role": "user", "content": f"Say something kind, number {n}."}])
         texts = [f"You are wonderful, friend number {n}!", f"You are fine, number {n}.", "Go away."]
         candidates = [

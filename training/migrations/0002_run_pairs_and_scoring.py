@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0003_project_queue_order_project_queue_reward_version_and_more'),
+        ('annotation', '0003_queue_order_by_reward'),
         ('generation', '0003_job_load_seconds'),
         ('training', '0001_initial'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),

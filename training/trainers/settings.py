@@ -55,7 +55,7 @@ class TrainingSettings:
 
     def as_dict(self) -> dict:
         """The settings that apply to this kind of run, JSON-ready."""
-        data = {key: value for key, value in asdict(self).items() if ONLY_FOR.get(key, self.kind) == self.kind}
+        data = {key: value for key, value in asdict(self).items() if key != "kind" and ONLY_FOR.get(key, self.kind) == self.kind}
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
 

@@ -1,0 +1,64 @@
+"""Reward models at work, in-process: scoring jobs, accuracy on held-out human pairs, hardest-first queue."""
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from annotation.labeling import assignment_next
+from annotation.models import Project, RankingItem
+from generation.models import Candidate
+from tests.factories import make_item, user_with_role
+from tests.training_tests.conftest import SMALL_RUN
+from training import scoring, selectors, services
+from training.models import CandidateScore, ScoringJob
+
+
+@pytest.fixture
+def reward_version(ranked_project, tiny_version):
+    run = services.training_run_create(
+        kind="reward", base_version=tiny_version, projects=[ranked_project],
+        settings={**SMALL_RUN, "epochs": 6, "learning_rate": 5e-3},
+    )
+    run = services.training_run_execute(run.pk)
+    assert run.status == "succeeded", run.error
+    return run.model_version
+
+
+def test_a_scoring_job_scores_every_candidate_and_measures_held_out_accuracy(ranked_project, reward_version):
+    assert reward_version.kind == "reward" and {"accuracy", "margin"} <= set(reward_version.metrics["eval"])
+    job = scoring.scoring_job_execute(scoring.scoring_job_create(project=ranked_project, reward_version=reward_version).pk)
+    assert job.status == "succeeded", job.error
+    assert job.candidates_done == job.candidates_total == Candidate.objects.count() == CandidateScore.objects.count()
+    accuracy = selectors.reward_accuracy(reward_version, ranked_project)
+    assert accuracy["pairs"] == 6  # the held-out prompts' pairs: the run trained on the other 12
+    assert accuracy["accuracy"] == 1.0
+    # Scoring again replaces the scores instead of adding rows.
+    scoring.scoring_job_execute(scoring.scoring_job_create(project=ranked_project, reward_version=reward_version).pk)
+    assert CandidateScore.objects.count() == Candidate.objects.count()
+
+
+def test_the_queue_can_put_the_items_hardest_for_the_reward_model_first(ranked_project, reward_version):
+    items = [make_item(ranked_project, texts=texts) for texts in (
+        ["You are wonderful, my friend!", "Go away.", "You are fine."],  # easy to separate
+        ["You are fine, number 1.", "You are fine, number 2.", "You are fine, number 3."],  # hard
+    )]
+    with pytest.raises(ValidationError, match="not scored"):
+        scoring.project_queue_order_set(project=ranked_project, order="reward_spread", reward_version=reward_version)
+    scoring.scoring_job_execute(scoring.scoring_job_create(project=ranked_project, reward_version=reward_version).pk)
+    scoring.project_queue_order_set(project=ranked_project, order="reward_spread", reward_version=reward_version)
+    easy, hard = (RankingItem.objects.get(pk=item.pk) for item in items)
+    assert hard.reward_spread < easy.reward_spread
+    labeler = user_with_role("labeler", "queue-labeler")
+    assert assignment_next(labeler=labeler, project=ranked_project).item_id == hard.pk
+    scoring.project_queue_order_set(project=ranked_project, order="fewest_rankings")
+    assert Project.objects.get(pk=ranked_project.pk).queue_reward_version is None
+    assert not RankingItem.objects.filter(reward_spread__isnull=False).exists()
+
+
+def test_scoring_needs_a_reward_model_and_candidates(ranked_project, tiny_version, project):
+    with pytest.raises(ValidationError, match="reward model"):
+        scoring.scoring_job_create(project=ranked_project, reward_version=tiny_version)
+    with pytest.raises(ValidationError, match="reward model"):
+        scoring.project_queue_order_set(project=ranked_project, order="reward_spread", reward_version=tiny_version)
+    with pytest.raises(ValidationError):
+        scoring.project_queue_order_set(project=ranked_project, order="random")
+    assert not ScoringJob.objects.exists()
