@@ -91,6 +91,6 @@ def prompt_list(request, slug):
 def prompt_detail(request, slug, prompt_id):
     project = get_object_or_404(Project, slug=slug)
     prompt = get_object_or_404(selectors.prompts_filtered(project), pk=prompt_id)
-    candidates = prompt.candidates.select_related("model_version").order_by("id")
+    candidates = prompt.candidates.select_related("model_version").prefetch_related("scores__reward_version").order_by("id")
     return render(request, "prompt_detail.html", {"project": project, "prompt": prompt, "candidates": candidates})
 

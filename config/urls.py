@@ -9,6 +9,8 @@ from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
 from generation import views as generation_views
 from generation.api import views as generation_api
+from training import views as training_views
+from training.api import views as training_api
 
 api = [
     path("api/auth/token/", obtain_auth_token, name="api_token"),
@@ -33,6 +35,15 @@ api = [
     path("api/generation-jobs/<int:pk>/cancel/", generation_api.GenerationJobCancel.as_view(), name="api_generation_job_cancel"),
     path("api/models/", generation_api.ModelVersionList.as_view(), name="api_models"),
     path("api/models/<slug:name>/", generation_api.ModelVersionDetail.as_view(), name="api_model"),
+    path("api/training-runs/", training_api.TrainingRunList.as_view(), name="api_training_runs"),
+    path("api/training-runs/<int:pk>/", training_api.TrainingRunDetail.as_view(), name="api_training_run"),
+    path("api/training-runs/<int:pk>/cancel/", training_api.TrainingRunCancel.as_view(), name="api_training_run_cancel"),
+    path("api/training-runs/<int:pk>/metrics/", training_api.TrainingRunMetrics.as_view(), name="api_training_run_metrics"),
+    path("api/scoring-jobs/", training_api.ScoringJobList.as_view(), name="api_scoring_jobs"),
+    path("api/scoring-jobs/<int:pk>/", training_api.ScoringJobDetail.as_view(), name="api_scoring_job"),
+    path("api/scoring-jobs/<int:pk>/cancel/", training_api.ScoringJobCancel.as_view(), name="api_scoring_job_cancel"),
+    path("api/projects/<slug:slug>/queue-order/", training_api.QueueOrder.as_view(), name="api_queue_order"),
+    path("api/projects/<slug:slug>/reward-accuracy/", training_api.RewardAccuracy.as_view(), name="api_reward_accuracy"),
 ]
 
 pages = [
@@ -57,6 +68,16 @@ pages = [
     path("jobs/generation/", generation_views.job_list, name="job_list"),
     path("jobs/generation/<int:job_id>/", generation_views.job_detail, name="job_detail"),
     path("jobs/generation/<int:job_id>/cancel/", generation_views.job_cancel, name="job_cancel"),
+    path("training/", training_views.run_list, name="run_list"),
+    path("training/new/", training_views.run_create, name="run_create"),
+    path("training/compare/", training_views.run_compare, name="run_compare"),
+    path("training/<int:run_id>/", training_views.run_detail, name="run_detail"),
+    path("training/<int:run_id>/cancel/", training_views.run_cancel, name="run_cancel"),
+    path("projects/<slug:slug>/reward/", training_views.reward_overview, name="reward_overview"),
+    path("projects/<slug:slug>/reward/score/", training_views.scoring_create, name="scoring_create"),
+    path("projects/<slug:slug>/reward/queue-order/", training_views.queue_order_set, name="queue_order_set"),
+    path("scoring/<int:job_id>/", training_views.scoring_detail, name="scoring_detail"),
+    path("scoring/<int:job_id>/cancel/", training_views.scoring_cancel, name="scoring_cancel"),
     path("models/", generation_views.model_list, name="model_list"),
     path("models/new/", generation_views.model_register, name="model_register"),
     path("admin/", admin.site.urls),

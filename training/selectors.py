@@ -216,3 +216,37 @@ def reward_accuracy(version, project: Project) -> dict:
             total += 1
             correct += scores[chosen] > scores[rejected]
     return {"pairs": total, "correct": correct, "accuracy": round(correct / total, 4) if total else None}
+
+
+def run_headline(run: TrainingRun) -> dict:
+    """The figures a run list shows: pairs used and the final evaluation (runs that registered a model)."""
+    version = getattr(run, "model_version", None)
+    final = version.metrics.get("eval", {}) if version is not None else {}
+    return {
+        "train_pairs": run.dataset_manifest.get("pairs", {}).get("train"),
+        "eval_pairs": run.dataset_manifest.get("pairs", {}).get("eval"),
+        "eval_loss": final.get("loss"),
+        "eval_accuracy": final.get("rewards/accuracies", final.get("accuracy")),
+        "samples_per_second": run.summary.get("train_samples_per_second"),
+    }
+
+
+def settings_table(runs: list[TrainingRun]) -> list[tuple[str, list, bool]]:
+    """(setting, value per run, whether the runs differ) for every setting any of the runs has."""
+    names = sorted({name for run in runs for name in run.config})
+    rows = []
+    for name in names:
+        values = [run.config.get(name) for run in runs]
+        rows.append((name, values, len({repr(value) for value in values}) > 1))
+    return rows
+
+
+def reward_models_for(project: Project) -> list[dict]:
+    """Every reward model with its scores on this project and its accuracy on the held-out human pairs."""
+    from generation.models import ModelVersion
+
+    rows = []
+    for version in ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).select_related("training_run").order_by("-created_at"):
+        scored = CandidateScore.objects.filter(reward_version=version, candidate__prompt__project=project).count()
+        rows.append({"version": version, "scored": scored, "accuracy": reward_accuracy(version, project) if scored else None})
+    return rows

@@ -56,3 +56,6 @@ def log_in(page, base_url: str, username: str, password: str) -> None:
     page.fill("#id_password", password)
     page.click("button[type=submit]")
     page.wait_for_url(base_url + "/")
+
+
+from tests.training_tests.conftest import ranked_project, tiny_version  # noqa: E402,F401 - fixtures for the training browser test

@@ -1,0 +1,78 @@
+"""Line charts of training metrics as plain SVG geometry (no JavaScript, no chart library).
+
+The server computes each series' polyline in a fixed viewBox; the template draws it. htmx swaps in a fresh chart
+while a run is going, so the charts update live without client code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+WIDTH, HEIGHT = 320, 160
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 44, 8, 10, 22
+PALETTE = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#be185d", "#4d7c0f"]
+
+
+@dataclass(frozen=True)
+class Line:
+    label: str
+    color: str
+    dashed: bool  # eval lines are dashed, train lines solid
+    points: str  # "x,y x,y ..." in the chart's viewBox
+    last: float
+
+
+@dataclass(frozen=True)
+class Chart:
+    title: str
+    lines: list[Line]
+    y_min: float
+    y_max: float
+    x_max: int
+    width: int = WIDTH
+    height: int = HEIGHT
+
+    @property
+    def plot_bottom(self) -> int:
+        return HEIGHT - PAD_BOTTOM
+
+    @property
+    def plot_left(self) -> int:
+        return PAD_LEFT
+
+
+def build_chart(title: str, series: dict[tuple[str, str], list[tuple[int, float]]], colors: dict[str, str]) -> Chart | None:
+    """One chart from {(series label, split): [(step, value), ...]}; None when there is nothing to draw."""
+    points = [point for values in series.values() for point in values]
+    if not points:
+        return None
+    x_max = max(1, max(step for step, _ in points))
+    y_min, y_max = min(value for _, value in points), max(value for _, value in points)
+    if y_min == y_max:
+        y_min, y_max = y_min - 0.5, y_max + 0.5
+    lines = []
+    for (label, split), values in sorted(series.items()):
+        polyline = " ".join(f"{_x(step, x_max):.1f},{_y(value, y_min, y_max):.1f}" for step, value in values)
+        lines.append(Line(label=f"{label} {split}".strip(), color=colors[label], dashed=split == "eval", points=polyline, last=values[-1][1]))
+    return Chart(title=title, lines=lines, y_min=y_min, y_max=y_max, x_max=x_max)
+
+
+def _x(step: int, x_max: int) -> float:
+    return PAD_LEFT + (WIDTH - PAD_LEFT - PAD_RIGHT) * step / x_max
+
+
+def _y(value: float, y_min: float, y_max: float) -> float:
+    return PAD_TOP + (HEIGHT - PAD_TOP - PAD_BOTTOM) * (1 - (value - y_min) / (y_max - y_min))
+
+
+def run_charts(names: list[str], series_by_metric: dict, run_labels: dict[int, str]) -> list[Chart]:
+    """Charts of ``names`` for one or more runs; ``series_by_metric`` as selectors.run_series returns it."""
+    colors = {label: PALETTE[index % len(PALETTE)] for index, label in enumerate(run_labels.values())}
+    charts = []
+    for name in names:
+        by_run = series_by_metric.get(name, {})
+        series = {(run_labels[run_id], split): values for (run_id, split), values in by_run.items() if run_id in run_labels}
+        chart = build_chart(name, series, colors)
+        if chart is not None:
+            charts.append(chart)
+    return charts

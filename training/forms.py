@@ -1,0 +1,88 @@
+from django import forms
+
+from annotation.models import PreferencePair, Project
+from generation.models import ModelVersion
+from training.models import TrainingRun
+from training.trainers.settings import DPO_LOSS_TYPES, ONLY_FOR, TrainingSettings
+
+AUTO_CHOICES = [("auto", "Automatic for the device"), ("true", "On"), ("false", "Off")]
+DEFAULTS = TrainingSettings(kind="dpo")
+PAIR_FILTER_FIELDS = ["sources", "exclude_flagged", "min_agreement", "created_from", "created_to", "eval_fraction"]
+
+
+class TrainingRunForm(forms.Form):
+    """What to train on and how. Settings left empty take their defaults (training/trainers/settings.py)."""
+
+    kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.RadioSelect, initial="dpo")
+    base_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at"),
+        to_field_name="name", help_text="A base model or an earlier DPO round.",
+    )
+    projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
+    # Which pairs
+    sources = forms.MultipleChoiceField(
+        choices=PreferencePair.Source.choices, initial=list(PreferencePair.Source.values), widget=forms.CheckboxSelectMultiple
+    )
+    exclude_flagged = forms.BooleanField(required=False, initial=True, label="Leave out flagged and retired items")
+    min_agreement = forms.FloatField(
+        required=False, min_value=0, max_value=1,
+        help_text="Only human pairs of items whose labelers agree at least this much (0–1); imported pairs are kept.",
+    )
+    created_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    created_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    eval_fraction = forms.FloatField(
+        required=False, min_value=0, max_value=0.9, initial=0.1,
+        help_text="Held-out prompts go to eval; with none marked, this share of prompts (by content hash).",
+    )
+    # Settings
+    lora_rank = forms.IntegerField(initial=DEFAULTS.lora_rank, min_value=1)
+    lora_alpha = forms.IntegerField(initial=DEFAULTS.lora_alpha, min_value=1)
+    lora_dropout = forms.FloatField(initial=DEFAULTS.lora_dropout, min_value=0)
+    target_modules = forms.CharField(initial=", ".join(DEFAULTS.target_modules), help_text="Comma-separated, or all-linear.")
+    load_in_4bit = forms.BooleanField(required=False, initial=True, label="Load the base in 4 bits (NF4)")
+    double_quant = forms.BooleanField(required=False, initial=True, label="Double quantization")
+    beta = forms.FloatField(initial=DEFAULTS.beta, required=False, help_text="DPO only.")
+    loss_type = forms.MultipleChoiceField(
+        choices=[(loss, loss) for loss in DPO_LOSS_TYPES], initial=["sigmoid"], required=False,
+        help_text="DPO only; several are summed.", widget=forms.SelectMultiple(attrs={"size": 4}),
+    )
+    label_smoothing = forms.FloatField(initial=0.0, required=False, help_text="DPO robust / exo_pair.")
+    use_margin = forms.BooleanField(required=False, initial=True, label="Use the rank gap as margin (reward model)")
+    learning_rate = forms.FloatField(required=False, help_text="Empty: 5e-5 for DPO, 1e-4 for a reward model.")
+    epochs = forms.FloatField(initial=DEFAULTS.epochs)
+    batch_size = forms.IntegerField(initial=DEFAULTS.batch_size, min_value=1)
+    gradient_accumulation = forms.IntegerField(initial=DEFAULTS.gradient_accumulation, min_value=1)
+    max_length = forms.IntegerField(initial=DEFAULTS.max_length)
+    seed = forms.IntegerField(initial=0, min_value=0)
+    bf16 = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto", label="bf16")
+    gradient_checkpointing = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto")
+
+    SETTING_FIELDS = [
+        "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit", "double_quant", "beta", "loss_type",
+        "label_smoothing", "use_margin", "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length",
+        "seed", "bf16", "gradient_checkpointing",
+    ]
+
+    def pair_filter(self) -> dict:
+        data = {name: self.cleaned_data.get(name) for name in PAIR_FILTER_FIELDS}
+        return {name: value for name, value in data.items() if value not in (None, "", [])}
+
+    def settings(self) -> dict:
+        """The settings that apply to the chosen kind (DPO-only ones are dropped for a reward model and back)."""
+        kind = self.cleaned_data["kind"]
+        values = {name: self.cleaned_data.get(name) for name in self.SETTING_FIELDS if ONLY_FOR.get(name, kind) == kind}
+        return {name: value for name, value in values.items() if value not in (None, "", [])}
+
+
+class ScoringJobForm(forms.Form):
+    reward_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at"), to_field_name="name"
+    )
+
+
+class QueueOrderForm(forms.Form):
+    queue_order = forms.ChoiceField(choices=Project.QueueOrder.choices, widget=forms.RadioSelect)
+    reward_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at"),
+        to_field_name="name", required=False,
+    )

@@ -1,0 +1,153 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation.models import Project
+from annotation.roles import EXPLORE, MANAGE
+from config.web import add_validation_errors, require, validation_message
+from generation.models import ModelVersion
+from training import charts, scoring, selectors, services
+from training.forms import PAIR_FILTER_FIELDS, QueueOrderForm, ScoringJobForm, TrainingRunForm
+from training.models import ScoringJob, TrainingRun
+
+MAX_COMPARED = 8
+
+
+@require(EXPLORE)
+def run_list(request):
+    runs = list(selectors.runs_with_versions()[:200])
+    return render(request, "run_list.html", {"rows": [(run, selectors.run_progress(run), selectors.run_headline(run)) for run in runs]})
+
+
+@require(MANAGE)
+def run_create(request):
+    initial = {"projects": Project.objects.filter(slug=request.GET.get("project", "")), "base_version": _latest_policy()}
+    form = TrainingRunForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            run = services.training_run_create(
+                kind=form.cleaned_data["kind"],
+                base_version=form.cleaned_data["base_version"],
+                projects=list(form.cleaned_data["projects"]),
+                pair_filter=form.pair_filter(),
+                settings=form.settings(),
+                requested_by=request.user,
+            )
+        except ValidationError as exc:
+            add_validation_errors(form, exc)
+        else:
+            return redirect("run_detail", run_id=run.pk)
+    context = {"form": form, "pair_filter_fields": PAIR_FILTER_FIELDS}
+    return render(request, "run_form.html", context, status=422 if form.errors else 200)
+
+
+def _latest_policy():
+    return ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at").first()
+
+
+@require(EXPLORE)
+def run_detail(request, run_id):
+    run = get_object_or_404(selectors.runs_with_versions(), pk=run_id)
+    context = {
+        "run": run,
+        "progress": selectors.run_progress(run),
+        "charts": charts.run_charts(selectors.CHARTS[run.kind], selectors.run_series([run]), {run.pk: ""}),
+    }
+    return render(request, "_run_progress.html" if request.htmx else "run_detail.html", context)
+
+
+@require(MANAGE)
+@require_POST
+def run_cancel(request, run_id):
+    try:
+        services.training_run_cancel(run=get_object_or_404(TrainingRun, pk=run_id))
+    except ValidationError as exc:
+        messages.error(request, validation_message(exc))
+    return redirect("run_detail", run_id=run_id)
+
+
+@require(EXPLORE)
+def run_compare(request):
+    ids = [int(value) for value in request.GET.getlist("runs") if value.isdigit()][:MAX_COMPARED]
+    runs = list(selectors.runs_with_versions().filter(pk__in=ids).order_by("pk"))
+    names = sorted({name for run in runs for name in selectors.CHARTS[run.kind]}, key=_chart_order)
+    context = {
+        "runs": [(run, selectors.run_headline(run)) for run in runs],
+        "charts": charts.run_charts(names, selectors.run_series(runs), {run.pk: f"run {run.pk}" for run in runs}),
+        "setting_rows": selectors.settings_table(runs),
+    }
+    return render(request, "run_compare.html", context)
+
+
+def _chart_order(name: str) -> int:
+    order = [*selectors.CHARTS[TrainingRun.Kind.DPO], *selectors.CHARTS[TrainingRun.Kind.REWARD]]
+    return order.index(name)
+
+
+@require(MANAGE)
+def reward_overview(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    return render(request, "reward_overview.html", _reward_context(project))
+
+
+def _reward_context(project, **forms):
+    return {
+        "project": project,
+        "score_form": forms.get("score_form") or ScoringJobForm(),
+        "order_form": forms.get("order_form") or QueueOrderForm(
+            initial={"queue_order": project.queue_order, "reward_version": project.queue_reward_version}
+        ),
+        "reward_models": selectors.reward_models_for(project),
+        "jobs": ScoringJob.objects.filter(project=project).select_related("reward_version")[:20],
+    }
+
+
+@require(MANAGE)
+@require_POST
+def scoring_create(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    form = ScoringJobForm(request.POST)
+    if form.is_valid():
+        try:
+            job = scoring.scoring_job_create(project=project, reward_version=form.cleaned_data["reward_version"], requested_by=request.user)
+        except ValidationError as exc:
+            add_validation_errors(form, exc)
+        else:
+            return redirect("scoring_detail", job_id=job.pk)
+    return render(request, "reward_overview.html", _reward_context(project, score_form=form), status=422)
+
+
+@require(MANAGE)
+@require_POST
+def queue_order_set(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    form = QueueOrderForm(request.POST)
+    if form.is_valid():
+        try:
+            scoring.project_queue_order_set(
+                project=project, order=form.cleaned_data["queue_order"], reward_version=form.cleaned_data["reward_version"]
+            )
+        except ValidationError as exc:
+            add_validation_errors(form, exc)
+        else:
+            messages.success(request, f"The queue is now ordered: {project.get_queue_order_display().lower()}.")
+            return redirect("reward_overview", slug=project.slug)
+    return render(request, "reward_overview.html", _reward_context(project, order_form=form), status=422)
+
+
+@require(MANAGE)
+def scoring_detail(request, job_id):
+    job = get_object_or_404(ScoringJob.objects.select_related("project", "reward_version"), pk=job_id)
+    context = {"job": job, "accuracy": selectors.reward_accuracy(job.reward_version, job.project)}
+    return render(request, "_scoring_progress.html" if request.htmx else "scoring_detail.html", context)
+
+
+@require(MANAGE)
+@require_POST
+def scoring_cancel(request, job_id):
+    try:
+        scoring.scoring_job_cancel(job=get_object_or_404(ScoringJob, pk=job_id))
+    except ValidationError as exc:
+        messages.error(request, validation_message(exc))
+    return redirect("scoring_detail", job_id=job_id)
