@@ -20,6 +20,7 @@ class Line:
     dashed: bool  # eval lines are dashed, train lines solid
     points: str  # "x,y x,y ..." in the chart's viewBox
     last: float
+    markers: list[tuple[float, float]]  # eval points get a dot each: a single evaluation is a point, not a line
 
 
 @dataclass(frozen=True)
@@ -52,8 +53,14 @@ def build_chart(title: str, series: dict[tuple[str, str], list[tuple[int, float]
         y_min, y_max = y_min - 0.5, y_max + 0.5
     lines = []
     for (label, split), values in sorted(series.items()):
-        polyline = " ".join(f"{_x(step, x_max):.1f},{_y(value, y_min, y_max):.1f}" for step, value in values)
-        lines.append(Line(label=f"{label} {split}".strip(), color=colors[label], dashed=split == "eval", points=polyline, last=values[-1][1]))
+        xy = [(round(_x(step, x_max), 1), round(_y(value, y_min, y_max), 1)) for step, value in values]
+        dashed = split == "eval"
+        lines.append(
+            Line(
+                label=f"{label} {split}".strip(), color=colors[label], dashed=dashed, points=" ".join(f"{x:.1f},{y:.1f}" for x, y in xy),
+                last=values[-1][1], markers=xy if dashed else [],
+            )
+        )
     return Chart(title=title, lines=lines, y_min=y_min, y_max=y_max, x_max=x_max)
 
 

@@ -237,7 +237,7 @@ def settings_table(runs: list[TrainingRun]) -> list[tuple[str, list, bool]]:
     rows = []
     for name in names:
         values = [run.config.get(name) for run in runs]
-        rows.append((name, values, len({repr(value) for value in values}) > 1))
+        rows.append((name, [_display(name, value) for value in values], len({repr(value) for value in values}) > 1))
     return rows
 
 
@@ -250,3 +250,18 @@ def reward_models_for(project: Project) -> list[dict]:
         scored = CandidateScore.objects.filter(reward_version=version, candidate__prompt__project=project).count()
         rows.append({"version": version, "scored": scored, "accuracy": reward_accuracy(version, project) if scored else None})
     return rows
+
+
+def settings_display(values: dict) -> list[tuple[str, str]]:
+    """Settings or filters as (name, text) rows: lists joined, None as "auto" or "—", booleans as on/off."""
+    return [(name, _display(name, value)) for name, value in values.items()]
+
+
+def _display(name: str, value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value is None:
+        return "auto" if name in ("bf16", "gradient_checkpointing") else "—"
+    if isinstance(value, list):
+        return ", ".join(str(item) for item in value)
+    return str(value)

@@ -53,6 +53,8 @@ def run_detail(request, run_id):
         "run": run,
         "progress": selectors.run_progress(run),
         "charts": charts.run_charts(selectors.CHARTS[run.kind], selectors.run_series([run]), {run.pk: ""}),
+        "settings_rows": selectors.settings_display(run.config),
+        "filter_rows": selectors.settings_display(run.pair_filter),
     }
     return render(request, "_run_progress.html" if request.htmx else "run_detail.html", context)
 

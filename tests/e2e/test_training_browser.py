@@ -21,7 +21,7 @@ def test_admin_launches_a_run_and_watches_its_chart_update(page, live_server, ce
     log_in(page, live_server.url, admin.username, "pw-browser-trainer")
 
     page.goto(f"{live_server.url}/projects/{ranked_project.slug}/")
-    page.click("text=Train")
+    page.get_by_role("link", name="Train", exact=True).click()
     page.check("input[name=kind][value=dpo]")
     page.fill("input[name=lora_rank]", "8")
     page.fill("input[name=target_modules]", "q_proj, v_proj")
@@ -46,7 +46,8 @@ def test_admin_launches_a_run_and_watches_its_chart_update(page, live_server, ce
     page.wait_for_selector("#run-progress .status.succeeded", timeout=240_000)
     assert page.evaluate("window.sameDocument") is True
     assert loss_points(page) == 48  # every training step, drawn
-    assert page.is_visible('[data-metric="rewards/margins"] polyline[data-series="eval"]')
+    eval_points = page.get_attribute('[data-metric="rewards/margins"] polyline[data-series="eval"]', "points")
+    assert len(eval_points.split()) >= 5  # evaluated along the way, not only at the end
     page.screenshot(path=str(output_dir / "3-run-done.png"), full_page=True)
 
     run = TrainingRun.objects.get()

@@ -134,6 +134,8 @@ def test_dpo_in_4_bits_reports_metrics_and_saves_an_adapter(tiny_model, tmp_path
     assert result.quantized_layers > 0  # the base really is held in 4 bits
     train_steps = [step for step, split, _ in recorder.logs if split == "train"]
     assert train_steps == [1, 2, 3, 4, 5, 6]
+    # Evaluations run between training steps; training must go on learning after them (see _no_cpu_inference_packing).
+    assert all(metrics["grad_norm"] > 0 for _, split, metrics in recorder.logs if split == "train")
     eval_logs = [metrics for step, split, metrics in recorder.logs if split == "eval"]
     assert eval_logs and {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(eval_logs[-1])
     assert result.eval_metrics == eval_logs[-1] and result.examples == {"train": 6, "eval": 2}

@@ -1,11 +1,25 @@
+from dataclasses import fields
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.utils import timezone
 from rest_framework import serializers
 
 from annotation.models import Project
 from generation.models import ModelVersion
+from training import selectors
 from training.models import ScoringJob, TrainingMetric, TrainingRun
+from training.trainers.settings import SettingsError, training_settings
+
+PAIR_FILTER_KEYS = tuple(field.name for field in fields(selectors.PairFilter))
+
+
+# --- training runs ---------------------------------------------------------------------------------------------------
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
+    """A launch request. Model versions are looked up by name and projects by slug, so an unknown one is a 400 on its
+    field; the kind of model (policy or reward) is the service's check."""
+
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.values)
     base_version = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
     projects = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all(), many=True, allow_empty=False)
@@ -14,6 +28,40 @@ class TrainingRunCreateSerializer(serializers.Serializer):
         help_text="sources ([human, import]), exclude_flagged, min_agreement (0-1), created_from / created_to (YYYY-MM-DD), eval_fraction",
     )
     settings = serializers.DictField(default=dict, help_text="Training settings; see the README (Training). Missing ones take their defaults.")
+
+    def validate(self, attrs):
+        # The service validates these again; checking here puts each message under "settings" or "pair_filter", so a
+        # client can tell a bad setting from a bad top-level field.
+        errors = {}
+        settings_errors = _settings_errors(attrs["kind"], attrs["settings"])
+        if settings_errors:
+            errors["settings"] = settings_errors
+        filter_errors = _pair_filter_errors(attrs["pair_filter"])
+        if filter_errors:
+            errors["pair_filter"] = filter_errors
+        if errors:
+            raise serializers.ValidationError(errors)
+        return attrs
+
+
+def _settings_errors(kind: str, data: dict) -> dict[str, list[str]]:
+    try:
+        training_settings(kind, data)
+    except SettingsError as exc:
+        return {name: [message] for name, message in exc.errors.items()}
+    return {}
+
+
+def _pair_filter_errors(data: dict) -> dict[str, list[str]]:
+    # pair_filter_from ignores keys it does not know; a misspelt filter would silently select every pair.
+    unknown = sorted(set(data) - set(PAIR_FILTER_KEYS))
+    if unknown:
+        return {name: [f"Unknown filter; use {', '.join(PAIR_FILTER_KEYS)}."] for name in unknown}
+    try:
+        selectors.pair_filter_from(data)
+    except DjangoValidationError as exc:
+        return exc.message_dict
+    return {}
 
 
 class TrainingRunSerializer(serializers.Serializer):
@@ -32,27 +80,33 @@ class TrainingRunSerializer(serializers.Serializer):
     model_version = serializers.SerializerMethodField()
     cancel_requested = serializers.BooleanField()
     error = serializers.CharField()
+    requested_by = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField()
+    training_started_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField()
 
     def get_projects(self, run) -> list[str]:
-        return [project.slug for project in run.projects.all()]
+        return sorted(project.slug for project in run.projects.all())
 
     def get_progress(self, run) -> dict:
-        from training.selectors import run_progress
-
-        return run_progress(run).as_dict()
+        return selectors.run_progress(run).as_dict()
 
     def get_model_version(self, run) -> str | None:
-        version = ModelVersion.objects.filter(training_run=run).first()
+        version = getattr(run, "model_version", None)  # reverse one-to-one: missing until the run succeeds
         return version.name if version else None
+
+    def get_requested_by(self, run) -> str | None:
+        return run.requested_by.username if run.requested_by else None
 
 
 class TrainingMetricSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingMetric
         fields = ["step", "split", "name", "value"]
+
+
+# --- scoring jobs and the queue order -----------------------------------------------------------------------------
 
 
 class ScoringJobCreateSerializer(serializers.Serializer):
@@ -63,19 +117,32 @@ class ScoringJobCreateSerializer(serializers.Serializer):
 class ScoringJobSerializer(serializers.ModelSerializer):
     project = serializers.CharField(source="project.slug")
     reward_version = serializers.CharField(source="reward_version.name")
-    accuracy = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
 
     class Meta:
         model = ScoringJob
         fields = [
-            "id", "project", "reward_version", "status", "candidates_total", "candidates_done", "cancel_requested",
-            "error", "accuracy", "created_at", "started_at", "finished_at",
+            "id", "project", "reward_version", "status", "candidates_total", "candidates_done", "progress",
+            "cancel_requested", "error", "created_at", "started_at", "finished_at",
         ]
 
-    def get_accuracy(self, job) -> dict:
-        from training.selectors import reward_accuracy
+    def get_progress(self, job) -> dict:
+        end = job.finished_at or timezone.now()
+        elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
+        percent = int(100 * job.candidates_done / job.candidates_total) if job.candidates_total else 0
+        return {"percent": percent, "elapsed_seconds": round(elapsed, 1)}
 
-        return reward_accuracy(job.reward_version, job.project)
+
+class ScoringJobDetailSerializer(ScoringJobSerializer):
+    """A job plus its reward model's accuracy on the project (left out of lists: it reads every pair of the project)."""
+
+    accuracy = serializers.SerializerMethodField()
+
+    class Meta(ScoringJobSerializer.Meta):
+        fields = [*ScoringJobSerializer.Meta.fields, "accuracy"]
+
+    def get_accuracy(self, job) -> dict:
+        return selectors.reward_accuracy(job.reward_version, job.project)
 
 
 class QueueOrderSerializer(serializers.Serializer):

@@ -1,3 +1,9 @@
+"""The training API: runs (launch, follow, cancel, metrics), scoring jobs, the queue order and reward accuracy.
+
+Researchers and admins read everything here; only admins launch, cancel or change anything. Labelers get 403.
+The services refuse what they cannot do with a ValidationError, which config.api turns into a 400.
+"""
+
 from django.shortcuts import get_object_or_404
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -8,23 +14,37 @@ from config.api import CanExplore, IsAdmin
 from generation.models import ModelVersion
 from training import scoring, selectors, services
 from training.api.serializers import (
-    QueueOrderSerializer, ScoringJobCreateSerializer, ScoringJobSerializer, TrainingMetricSerializer,
-    TrainingRunCreateSerializer, TrainingRunSerializer,
+    QueueOrderSerializer,
+    ScoringJobCreateSerializer,
+    ScoringJobDetailSerializer,
+    ScoringJobSerializer,
+    TrainingMetricSerializer,
+    TrainingRunCreateSerializer,
+    TrainingRunSerializer,
 )
 from training.models import ScoringJob, TrainingMetric, TrainingRun
 
+# --- training runs ---------------------------------------------------------------------------------------------------
+
 
 class TrainingRunList(generics.ListAPIView):
-    """Training runs: researchers and admins read; admins launch (POST)."""
+    """Training runs, newest first (filters: ``status``, ``kind``, ``project`` slug).
+
+    GET: researchers and admins. POST ``{kind, base_version, projects, pair_filter, settings}``: admins launch a run
+    on the GPU queue (201 with the run).
+    """
 
     serializer_class = TrainingRunSerializer
     permission_classes = [CanExplore]
 
     def get_queryset(self):
         runs = selectors.runs_with_versions().order_by("-created_at")
+        params = self.request.query_params
         for name in ("status", "kind"):
-            if self.request.query_params.get(name):
-                runs = runs.filter(**{name: self.request.query_params[name]})
+            if params.get(name):
+                runs = runs.filter(**{name: params[name]})
+        if params.get("project"):
+            runs = runs.filter(projects__slug=params["project"])
         return runs
 
     def post(self, request):
@@ -43,7 +63,8 @@ class TrainingRunList(generics.ListAPIView):
 
 
 class TrainingRunDetail(generics.RetrieveAPIView):
-    """One run with its progress, settings, dataset manifest and, once it succeeded, the model version it made."""
+    """One run with its progress, settings, dataset manifest and, once it succeeded, the model version it made.
+    Researchers and admins."""
 
     serializer_class = TrainingRunSerializer
     permission_classes = [CanExplore]
@@ -53,68 +74,96 @@ class TrainingRunDetail(generics.RetrieveAPIView):
 
 
 class TrainingRunCancel(APIView):
-    """Cancel a queued run, or stop a running one at the end of its current step (admins)."""
+    """Admins: cancel a queued run at once, or stop a running one at the end of its current step. A finished run
+    is a 400."""
 
     permission_classes = [IsAdmin]
 
     def post(self, request, pk):
         run = services.training_run_cancel(run=get_object_or_404(TrainingRun, pk=pk))
-        return Response(TrainingRunSerializer(run).data)
+        return Response(TrainingRunSerializer(selectors.runs_with_versions().get(pk=run.pk)).data)
 
 
 class TrainingRunMetrics(generics.ListAPIView):
-    """A run's logged metrics, in step order. Filters: ``split``, ``name``, ``after_step`` (poll for new ones)."""
+    """A run's logged metrics as ``{step, split, name, value}`` rows in step order, unpaginated. Researchers and admins.
+    Filters: ``split`` (train or eval), ``name``, ``after_step`` (only later steps: poll for new rows)."""
 
     serializer_class = TrainingMetricSerializer
     permission_classes = [CanExplore]
     pagination_class = None
 
     def get_queryset(self):
-        metrics = TrainingMetric.objects.filter(run=get_object_or_404(TrainingRun, pk=self.kwargs["pk"])).order_by("step", "id")
+        run = get_object_or_404(TrainingRun, pk=self.kwargs["pk"])
+        metrics = TrainingMetric.objects.filter(run=run).order_by("step", "id")
         params = self.request.query_params
         if params.get("split"):
+            if params["split"] not in TrainingMetric.Split.values:
+                raise serializers.ValidationError({"split": f"Choose {' or '.join(TrainingMetric.Split.values)}."})
             metrics = metrics.filter(split=params["split"])
         if params.get("name"):
             metrics = metrics.filter(name=params["name"])
         if params.get("after_step"):
             if not params["after_step"].isdigit():
-                raise serializers.ValidationError({"after_step": "A whole number."})
+                raise serializers.ValidationError({"after_step": "Give a whole number."})
             metrics = metrics.filter(step__gt=int(params["after_step"]))
         return metrics
 
 
+# --- scoring jobs --------------------------------------------------------------------------------------------------
+
+
 class ScoringJobList(generics.ListAPIView):
-    """Scoring jobs: researchers and admins read; admins start one (POST ``project``, ``reward_version``)."""
+    """Scoring jobs, newest first (filter: ``project`` slug).
+
+    GET: researchers and admins. POST ``{project, reward_version}``: admins score every candidate of the project with
+    that reward model on the GPU queue (201 with the job).
+    """
 
     serializer_class = ScoringJobSerializer
     permission_classes = [CanExplore]
-    queryset = ScoringJob.objects.select_related("project", "reward_version").order_by("-created_at")
+
+    def get_queryset(self):
+        jobs = ScoringJob.objects.select_related("project", "reward_version").order_by("-created_at")
+        if self.request.query_params.get("project"):
+            jobs = jobs.filter(project__slug=self.request.query_params["project"])
+        return jobs
 
     def post(self, request):
         data = ScoringJobCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job = scoring.scoring_job_create(requested_by=request.user, **data.validated_data)
-        return Response(ScoringJobSerializer(job).data, status=status.HTTP_201_CREATED)
+        return Response(ScoringJobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
 class ScoringJobDetail(generics.RetrieveAPIView):
-    """A scoring job with its progress and the reward model's accuracy on the project's held-out human pairs."""
+    """A scoring job with its progress and the reward model's accuracy on the project's human pairs it did not train
+    on. Researchers and admins."""
 
-    serializer_class = ScoringJobSerializer
+    serializer_class = ScoringJobDetailSerializer
     permission_classes = [CanExplore]
     queryset = ScoringJob.objects.select_related("project", "reward_version")
 
 
 class ScoringJobCancel(APIView):
+    """Admins: cancel a queued job at once, or stop a running one after its current batch (the scores saved so far
+    are kept). A finished job is a 400."""
+
     permission_classes = [IsAdmin]
 
     def post(self, request, pk):
         job = scoring.scoring_job_cancel(job=get_object_or_404(ScoringJob, pk=pk))
-        return Response(ScoringJobSerializer(job).data)
+        return Response(ScoringJobDetailSerializer(job).data)
+
+
+# --- per project: queue order and reward accuracy -------------------------------------------------------------------
 
 
 class QueueOrder(APIView):
-    """How the project's labeling queue is ordered: researchers and admins read; admins change it."""
+    """How the project's labeling queue is ordered, ``{order, reward_version}``.
+
+    GET: researchers and admins. POST ``{order: "fewest_rankings" | "reward_spread", reward_version: name | null}``:
+    admins; ``reward_spread`` needs a reward model that has scored the project.
+    """
 
     permission_classes = [CanExplore]
 
@@ -125,7 +174,7 @@ class QueueOrder(APIView):
         project = get_object_or_404(Project, slug=slug)
         data = QueueOrderSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        scoring.project_queue_order_set(
+        project = scoring.project_queue_order_set(
             project=project, order=data.validated_data["order"], reward_version=data.validated_data.get("reward_version")
         )
         return Response(_queue_order(project))
@@ -137,8 +186,8 @@ def _queue_order(project: Project) -> dict:
 
 
 class RewardAccuracy(APIView):
-    """``?model=<reward version>``: how often it scores the chosen response above the rejected one on the
-    project's human pairs it did not train on."""
+    """``?model=<reward version name>``: how often that reward model scores the chosen response above the rejected
+    one on the project's human pairs it did not train on. Researchers and admins."""
 
     permission_classes = [CanExplore]
 

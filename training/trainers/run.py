@@ -100,6 +100,7 @@ def train_adapter(
         raise NoUsableExamples(f"No training pair fits in max_length={settings.max_length} tokens.")
     if not settings.bf16:
         _trainable_in_float32(trainer.model)
+    _no_cpu_inference_packing(trainer.model)
     trainer.train()
     state = trainer.state
     if trainer.eval_dataset and not callback.stopped and _last_eval_step(state) != state.global_step:
@@ -202,6 +203,17 @@ def _trainable_in_float32(model) -> None:
     for parameter in model.parameters():
         if parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
+
+
+def _no_cpu_inference_packing(model) -> None:
+    """bitsandbytes 0.50 repacks a 4-bit weight for fast CPU inference the first time a layer runs in eval mode
+    without gradients (on CPUs with AVX512-BF16), and keeps it packed when training resumes: from the first evaluation
+    on, the forward pass goes through a kernel without a backward and every gradient is zero. Training never packs."""
+    import bitsandbytes
+
+    for module in model.modules():
+        if isinstance(module, bitsandbytes.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def _quantized_layers(model) -> int:
