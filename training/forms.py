@@ -54,13 +54,14 @@ class TrainingRunForm(forms.Form):
     gradient_accumulation = forms.IntegerField(initial=DEFAULTS.gradient_accumulation, min_value=1)
     max_length = forms.IntegerField(initial=DEFAULTS.max_length)
     seed = forms.IntegerField(initial=0, min_value=0)
+    eval_steps = forms.IntegerField(initial=0, min_value=0, required=False, help_text="Evaluate every N steps; 0: five times per run.")
     bf16 = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto", label="bf16")
     gradient_checkpointing = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto")
 
     SETTING_FIELDS = [
         "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit", "double_quant", "beta", "loss_type",
         "label_smoothing", "use_margin", "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length",
-        "seed", "bf16", "gradient_checkpointing",
+        "seed", "eval_steps", "bf16", "gradient_checkpointing",
     ]
 
     def pair_filter(self) -> dict:

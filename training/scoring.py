@@ -40,7 +40,7 @@ def scoring_job_create(*, project: Project, reward_version: ModelVersion, reques
     _check_reward_version(reward_version)
     total = Candidate.objects.filter(prompt__project=project).count()
     if not total:
-        raise ValidationError("This project has no candidates to score yet.")
+        raise ValidationError({"project": "This project has no candidates to score yet."})
     with transaction.atomic():
         job = ScoringJob.objects.create(project=project, reward_version=reward_version, candidates_total=total, requested_by=requested_by)
         from training.tasks import run_scoring

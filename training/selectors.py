@@ -41,10 +41,13 @@ class PairFilter:
         }
 
 
+FILTER_NAMES = ("sources", "exclude_flagged", "min_agreement", "created_from", "created_to", "eval_fraction")
+
+
 def pair_filter_from(data: dict | None) -> PairFilter:
     """A validated PairFilter from user input; raises ValidationError naming the fields."""
     data = data or {}
-    errors: dict[str, str] = {}
+    errors: dict[str, str] = {name: "Unknown filter." for name in sorted(set(data) - set(FILTER_NAMES))}
     sources = tuple(data.get("sources") or SOURCES)
     if not set(sources) <= set(SOURCES) or len(set(sources)) != len(sources):
         errors["sources"] = f"Choose from {', '.join(SOURCES)}."

@@ -104,6 +104,7 @@ def test_agreement_threshold_keeps_items_labelers_agree_on(project, tiny_version
         ({"created_from": "22/11/2026"}, "created_from"),
         ({"created_from": "2026-11-22", "created_to": "2026-11-01"}, "created_to"),
         ({"exclude_flagged": "no"}, "exclude_flagged"),
+        ({"source": ["human"]}, "source"),
     ],
 )
 def test_bad_filters_name_the_field(pair_filter, field):

@@ -45,6 +45,10 @@ def test_defaults_per_kind():
     assert "beta" in dpo.as_dict() and "beta" not in reward.as_dict() and "use_margin" in reward.as_dict()
 
 
+def test_turning_4_bits_off_turns_double_quantization_off():
+    assert training_settings("dpo", {"load_in_4bit": False}).double_quant is False
+
+
 def test_user_input_is_converted():
     s = training_settings("dpo", {"lora_rank": "8", "target_modules": "q_proj, v_proj", "load_in_4bit": "false",
                                   "double_quant": "off", "loss_type": ["sigmoid", "sft"], "bf16": "auto", "epochs": "0.5"})

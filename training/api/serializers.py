@@ -29,6 +29,9 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     )
     settings = serializers.DictField(default=dict, help_text="Training settings; see the README (Training). Missing ones take their defaults.")
 
+    def validate_projects(self, projects):
+        return list(dict.fromkeys(projects))
+
     def validate(self, attrs):
         # The service validates these again; checking here puts each message under "settings" or "pair_filter", so a
         # client can tell a bad setting from a bad top-level field.

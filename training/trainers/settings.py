@@ -83,6 +83,8 @@ def training_settings(kind: str, data: dict | None = None) -> TrainingSettings:
                 errors[name] = str(exc) or "Invalid value."
     if errors:
         raise SettingsError(errors)
+    if values.get("load_in_4bit") is False:
+        values.setdefault("double_quant", False)  # double quantization only exists in 4 bits
     settings = replace(TrainingSettings(kind=kind), **values)
     if not settings.learning_rate:
         settings = replace(settings, learning_rate=DEFAULT_LEARNING_RATE[kind])

