@@ -31,8 +31,9 @@ PREFLOOP_DATA_DIR and SQLite database (``manage.py migrate`` first):
             ratio = ours / bare. The settings ours resolved (``run.summary["settings"]``) are checked against the
             ones given to bare; both sides' mean training loss is printed (same seed: they should agree closely).
 * trl-defaults - the bare script again with TRL's DPOConfig defaults for ``bf16`` and ``gradient_checkpointing``
-            (not passed, so True and True on this CPU too); everything else is identical (BitsAndBytesConfig with
-            float32 compute, float32 LoRA parameters, the same eval interval in steps as the full run). One such
+            (not passed, so True and True on this CPU too) and ``use_cpu=True``, without which transformers refuses
+            bf16 on a machine without a GPU; everything else is identical (BitsAndBytesConfig with float32 compute,
+            float32 LoRA parameters, the same eval interval in steps as the full run). One such
             step took about 10x longer than ours (NOTES.md: 87 s against 8 s), so this side stops after
             --defaults-steps optimizer steps (``max_steps``, default 2); TRL then counts max_steps x batch size
             samples. defaults_speedup = bare samples/s (our defaults) / trl-defaults samples/s: per-sample rates of
@@ -284,8 +285,11 @@ def worker_bare(spec: dict) -> dict:
     s, trl_defaults = spec["settings"], spec["trl_defaults"]
     data = json.loads(Path(spec["dataset"]).read_text())
     started = time.perf_counter()
-    if trl_defaults:  # DPOConfig's own bf16 and gradient_checkpointing; a short run
-        device_choices = {"max_steps": spec["max_steps"]}
+    if trl_defaults:
+        # DPOConfig's own bf16 and gradient_checkpointing (True, True); a short run. transformers refuses bf16
+        # without a GPU ("Your setup doesn't support bf16/gpu. You need to assign use_cpu ...") unless use_cpu is set:
+        # what a CPU user of TRL's defaults has to add. With no accelerator present it changes nothing else.
+        device_choices = {"max_steps": spec["max_steps"], "use_cpu": True}
     else:
         device_choices = {"bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}
     args = DPOConfig(

@@ -1,121 +1,15 @@
-"""Reads for training: which pairs a run uses (and how they split), run progress, charts and reward accuracy."""
+"""Reads for training: a run's examples, progress, charts, comparisons and reward accuracy."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
-
-from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from annotation.models import PreferencePair, Project, Prompt, RankingItem
-from annotation.selectors import item_agreement
+from annotation.models import PreferencePair, Project
+from annotation.pairs import split_rule
 from training.models import CandidateScore, TrainingMetric, TrainingRun, TrainingRunPair
 from training.trainers.data import PreferenceExample
-
-SOURCES = tuple(PreferencePair.Source.values)
-DEFAULT_EVAL_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class PairFilter:
-    """Which pairs a run trains on. Dates are inclusive; ``min_agreement`` keeps human pairs only from items that
-    two or more labelers ranked with at least that pairwise agreement (imported pairs have no labelers and are kept)."""
-
-    sources: tuple[str, ...] = SOURCES
-    exclude_flagged: bool = True
-    min_agreement: float | None = None
-    created_from: date | None = None
-    created_to: date | None = None
-    eval_fraction: float = DEFAULT_EVAL_FRACTION
-
-    def as_dict(self) -> dict:
-        return {
-            "sources": list(self.sources),
-            "exclude_flagged": self.exclude_flagged,
-            "min_agreement": self.min_agreement,
-            "created_from": self.created_from.isoformat() if self.created_from else None,
-            "created_to": self.created_to.isoformat() if self.created_to else None,
-            "eval_fraction": self.eval_fraction,
-        }
-
-
-FILTER_NAMES = ("sources", "exclude_flagged", "min_agreement", "created_from", "created_to", "eval_fraction")
-
-
-def pair_filter_from(data: dict | None) -> PairFilter:
-    """A validated PairFilter from user input; raises ValidationError naming the fields."""
-    data = data or {}
-    errors: dict[str, str] = {name: "Unknown filter." for name in sorted(set(data) - set(FILTER_NAMES))}
-    sources = tuple(data.get("sources") or SOURCES)
-    if not set(sources) <= set(SOURCES) or len(set(sources)) != len(sources):
-        errors["sources"] = f"Choose from {', '.join(SOURCES)}."
-    min_agreement = _optional_fraction(data.get("min_agreement"), "min_agreement", errors)
-    eval_fraction = _optional_fraction(data.get("eval_fraction"), "eval_fraction", errors)
-    if eval_fraction is not None and eval_fraction >= 0.9:
-        errors["eval_fraction"] = "Keep at least 10% of the prompts for training."
-    created_from = _optional_date(data.get("created_from"), "created_from", errors)
-    created_to = _optional_date(data.get("created_to"), "created_to", errors)
-    if created_from and created_to and created_from > created_to:
-        errors["created_to"] = "The end date is before the start date."
-    exclude_flagged = data.get("exclude_flagged", True)
-    if not isinstance(exclude_flagged, bool):
-        errors["exclude_flagged"] = "Use true or false."
-    if errors:
-        raise ValidationError(errors)
-    return PairFilter(
-        sources=sources,
-        exclude_flagged=exclude_flagged,
-        min_agreement=min_agreement,
-        created_from=created_from,
-        created_to=created_to,
-        eval_fraction=DEFAULT_EVAL_FRACTION if eval_fraction is None else eval_fraction,
-    )
-
-
-def _optional_fraction(value, name: str, errors: dict) -> float | None:
-    if value in (None, ""):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = -1.0
-    if isinstance(value, bool) or not 0 <= number <= 1:
-        errors[name] = "Give a number between 0 and 1."
-        return None
-    return number
-
-
-def _optional_date(value, name: str, errors: dict) -> date | None:
-    if value in (None, ""):
-        return None
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        errors[name] = "Give a date as YYYY-MM-DD."
-        return None
-
-
-def training_pairs(projects: list[Project], pair_filter: PairFilter) -> QuerySet[PreferencePair]:
-    pairs = PreferencePair.objects.filter(project__in=projects, source__in=pair_filter.sources)
-    if pair_filter.exclude_flagged:
-        pairs = pairs.exclude(ranking__item__status__in=[RankingItem.Status.FLAGGED, RankingItem.Status.RETIRED])
-    if pair_filter.created_from:
-        pairs = pairs.filter(created_at__gte=_day_start(pair_filter.created_from))
-    if pair_filter.created_to:
-        pairs = pairs.filter(created_at__lt=_day_start(pair_filter.created_to + timedelta(days=1)))
-    if pair_filter.min_agreement is not None:
-        agreed = [item for item, value in item_agreement(projects).items() if value is not None and value >= pair_filter.min_agreement]
-        pairs = pairs.filter(Q(source=PreferencePair.Source.IMPORT) | Q(ranking__item_id__in=agreed))
-    return pairs.order_by("id")
-
-
-def _day_start(day: date) -> datetime:
-    return timezone.make_aware(datetime.combine(day, time.min))
-
 
 @dataclass(frozen=True)
 class SplitExamples:
@@ -126,28 +20,20 @@ class SplitExamples:
 
 
 def split_examples(pairs: QuerySet[PreferencePair], eval_fraction: float) -> SplitExamples:
-    """Train and eval examples, split by prompt: the prompts marked held-out when the selection has any, otherwise a
-    fixed fraction of the prompts chosen by their content hash (the same prompts every time)."""
-    rows = list(
-        pairs.values_list("pk", "prompt_id", "prompt__messages", "prompt__split", "prompt__content_hash", "chosen__text", "rejected__text", "margin")
+    """Train and eval examples, split by prompt (see annotation.pairs.split_rule)."""
+    rule = split_rule(pairs, eval_fraction)
+    rows = pairs.values_list(
+        "pk", "prompt_id", "prompt__messages", "prompt__split", "prompt__content_hash", "chosen__text", "rejected__text", "margin"
     )
-    marked = {row[1] for row in rows if row[3] == Prompt.Split.HELDOUT}
-    if marked:
-        eval_prompts, rule = marked, "prompts marked held-out"
-    else:
-        eval_prompts = {row[1] for row in rows if _hash_fraction(row[4]) < eval_fraction}
-        rule = f"{eval_fraction:.0%} of prompts by content hash"
     split: dict[str, list[PreferenceExample]] = {"train": [], "eval": []}
-    for pk, prompt_id, messages, _, _, chosen, rejected, margin in rows:
-        example = PreferenceExample(pair_id=pk, prompt=messages, chosen=chosen, rejected=rejected, margin=margin)
-        split["eval" if prompt_id in eval_prompts else "train"].append(example)
-    all_prompts = {row[1] for row in rows}
-    prompts = {"train": len(all_prompts - eval_prompts), "eval": len(all_prompts & eval_prompts)}
-    return SplitExamples(train=split["train"], eval=split["eval"], eval_rule=rule, prompts=prompts)
-
-
-def _hash_fraction(content_hash: str) -> float:
-    return int(content_hash[:8], 16) / 0x100000000
+    prompts: dict[str, set[int]] = {"train": set(), "eval": set()}
+    for pk, prompt_id, messages, prompt_split, prompt_hash, chosen, rejected, margin in rows:
+        name = "eval" if rule.is_heldout(prompt_split, prompt_hash) else "train"
+        split[name].append(PreferenceExample(pair_id=pk, prompt=messages, chosen=chosen, rejected=rejected, margin=margin))
+        prompts[name].add(prompt_id)
+    return SplitExamples(
+        train=split["train"], eval=split["eval"], eval_rule=rule.description, prompts={k: len(v) for k, v in prompts.items()}
+    )
 
 
 # --- runs: progress and charts -------------------------------------------------------------------------------------

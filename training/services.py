@@ -22,6 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project
+from annotation.pairs import pair_filter_from, selected_pairs
 from config.heartbeat import Heartbeat, claim_queued, reap_silent
 from generation.models import ModelVersion
 from generation.services import model_version_register
@@ -51,8 +52,8 @@ def training_run_create(
         raise ValidationError({"base_version": "Train on a policy model (a base model or an earlier DPO round), not a reward model."})
     if not projects:
         raise ValidationError({"projects": "Choose at least one project."})
-    selection = selectors.pair_filter_from(pair_filter)
-    split = selectors.split_examples(selectors.training_pairs(projects, selection), selection.eval_fraction)
+    selection = pair_filter_from(pair_filter)
+    split = selectors.split_examples(selected_pairs(projects, selection), selection.eval_fraction)
     if not split.train:
         reason = "No pair matches this selection." if not split.eval else "Every selected pair is held out; nothing is left to train on."
         raise ValidationError({"pair_filter": reason})

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from annotation.labeling import item_flag
 from annotation.models import PreferencePair, Prompt, Ranking
+from annotation.pairs import pair_filter_from, selected_pairs
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from tests.factories import user_with_role
@@ -46,7 +47,7 @@ def test_the_run_fixes_its_pairs_split_by_prompt(ranked_project, tiny_version):
 
 def test_without_held_out_prompts_a_fixed_fraction_of_prompts_is_held_out(ranked_project, tiny_version):
     Prompt.objects.update(split=Prompt.Split.TRAIN)
-    pairs = selectors.training_pairs([ranked_project], selectors.pair_filter_from({"eval_fraction": 0.5}))
+    pairs = selected_pairs([ranked_project], pair_filter_from({"eval_fraction": 0.5}))
     first = selectors.split_examples(pairs, 0.5)
     again = selectors.split_examples(pairs, 0.5)
     assert [e.pair_id for e in first.eval] == [e.pair_id for e in again.eval] and first.eval_rule.startswith("50%")
@@ -57,9 +58,9 @@ def test_without_held_out_prompts_a_fixed_fraction_of_prompts_is_held_out(ranked
 
 
 def test_filters(ranked_project, tiny_version):
-    everything = selectors.pair_filter_from({})
-    assert selectors.training_pairs([ranked_project], everything).count() == 18
-    assert not selectors.training_pairs([ranked_project], selectors.pair_filter_from({"sources": ["import"]})).exists()
+    everything = pair_filter_from({})
+    assert selected_pairs([ranked_project], everything).count() == 18
+    assert not selected_pairs([ranked_project], pair_filter_from({"sources": ["import"]})).exists()
     # A flagged item's pairs are left out unless asked for.
     ranking = Ranking.objects.order_by("id").first()
     other = user_with_role("labeler", "flagging-labeler")
@@ -69,12 +70,12 @@ def test_filters(ranked_project, tiny_version):
     ranked_project.save()
     assert assignment_next(labeler=other, project=ranked_project).item_id == ranking.item_id
     item_flag(labeler=other, item_id=ranking.item_id, reason="unsafe")
-    assert selectors.training_pairs([ranked_project], everything).count() == 15
-    assert selectors.training_pairs([ranked_project], selectors.pair_filter_from({"exclude_flagged": False})).count() == 18
+    assert selected_pairs([ranked_project], everything).count() == 15
+    assert selected_pairs([ranked_project], pair_filter_from({"exclude_flagged": False})).count() == 18
     # Dates are inclusive days.
     today = timezone.localdate()
-    assert selectors.training_pairs([ranked_project], selectors.pair_filter_from({"created_from": today.isoformat(), "created_to": today.isoformat()})).count() == 15
-    assert not selectors.training_pairs([ranked_project], selectors.pair_filter_from({"created_to": (today - timedelta(days=1)).isoformat()})).exists()
+    assert selected_pairs([ranked_project], pair_filter_from({"created_from": today.isoformat(), "created_to": today.isoformat()})).count() == 15
+    assert not selected_pairs([ranked_project], pair_filter_from({"created_to": (today - timedelta(days=1)).isoformat()})).exists()
 
 
 def test_agreement_threshold_keeps_items_labelers_agree_on(project, tiny_version):
@@ -89,7 +90,7 @@ def test_agreement_threshold_keeps_items_labelers_agree_on(project, tiny_version
         assert assignment_next(labeler=second, project=project).item_id == ranking.item_id
         tiers = list(reversed(ranking.tiers)) if reverse else ranking.tiers
         ranking_submit(labeler=second, item_id=ranking.item_id, tiers=tiers)
-    kept = selectors.training_pairs([project], selectors.pair_filter_from({"min_agreement": 0.9}))
+    kept = selected_pairs([project], pair_filter_from({"min_agreement": 0.9}))
     assert set(kept.values_list("ranking__item_id", flat=True)) == {agreeing[0].item_id}
     assert kept.count() == 6
 
@@ -109,7 +110,7 @@ def test_agreement_threshold_keeps_items_labelers_agree_on(project, tiny_version
 )
 def test_bad_filters_name_the_field(pair_filter, field):
     with pytest.raises(ValidationError) as caught:
-        selectors.pair_filter_from(pair_filter)
+        pair_filter_from(pair_filter)
     assert field in caught.value.message_dict
 
 
