@@ -12,9 +12,10 @@ PREFLOOP_DATA_DIR and SQLite database (``manage.py migrate`` first):
             --eval-pairs of them marked held-out), two ``generation.models.Candidate`` per prompt, one RankingItem
             each (``annotation.labeling.ranking_item_create``) leased with ``assignment_next`` and ranked with
             ``ranking_submit`` by a labeler: one human PreferencePair per prompt, --pairs for training and
-            --eval-pairs held out. The examples are then exported as a run would select and split them
-            (``training.selectors.training_pairs`` / ``split_examples``, converted with ``trl_rows`` into TRL's
-            conversational format) to a JSON file, with their content hash.
+            --eval-pairs held out. The examples are then exported exactly as a run selects and splits them: a run
+            is created with ``training_run_create`` (and cancelled while queued), its examples read with
+            ``training.services.run_examples`` and converted with ``trl_rows`` into TRL's conversational format, to
+            a JSON file with the run's dataset hash.
 * ours    - a Django process does what the gpu worker's task does: ``training.services.training_run_create(
             kind="dpo", ...)`` on that project (its Celery message goes to the filesystem broker of the temporary
             data directory, where no worker listens; the run's dataset hash is checked against the export), then
@@ -91,6 +92,7 @@ HH_DATA = REPO.parent / "shared" / "datasets" / "hh-rlhf-harmless-base-test.json
 PROJECT_SLUG = "bench-training"
 SIDES = ("ours", "bare", "trl-defaults")
 RUN_TIMEOUT = 3600
+BUSY_CORES = 0.2  # CPU used by other processes during a run, in cores, above which its figure is flagged
 
 
 # --- data ------------------------------------------------------------------------------------------------------------
@@ -191,7 +193,7 @@ def worker_setup(spec: dict) -> dict:
     from annotation.roles import LABELER
     from generation.models import Candidate
     from generation.services import default_model_prepare
-    from training import selectors
+    from training.services import run_examples, training_run_cancel, training_run_create
     from training.trainers.data import content_hash as examples_hash
     from training.trainers.data import trl_rows
 
@@ -224,15 +226,18 @@ def worker_setup(spec: dict) -> dict:
     if made != len(pairs):
         raise BenchError(f"{made} preference pairs from the rankings, expected {len(pairs)}")
 
-    selection = selectors.pair_filter_from(None)
-    split = selectors.split_examples(selectors.training_pairs([project], selection), selection.eval_fraction)
-    if len(split.train) != train_count or len(split.eval) != len(pairs) - train_count:
-        raise BenchError(f"split {len(split.train)} train / {len(split.eval)} eval, expected {train_count} / {len(pairs) - train_count}")
-    dataset = {"train": trl_rows(split.train), "eval": trl_rows(split.eval), "sha256": examples_hash(split.train, split.eval),
-               "eval_rule": split.eval_rule}
+    # The examples exactly as a run selects and splits them: a run created here (then cancelled while queued).
+    run = training_run_create(kind="dpo", base_version=version, projects=[project], settings=spec["settings_input"])
+    training_run_cancel(run=run)
+    train, eval = run_examples(run)
+    if len(train) != train_count or len(eval) != len(pairs) - train_count:
+        raise BenchError(f"split {len(train)} train / {len(eval)} eval, expected {train_count} / {len(pairs) - train_count}")
+    dataset = {"train": trl_rows(train), "eval": trl_rows(eval), "sha256": run.dataset_manifest["sha256"]}
+    if examples_hash(train, eval) != dataset["sha256"]:
+        raise BenchError("the exported examples differ from the run's manifest (sha256 mismatch)")
     Path(spec["dataset"]).write_text(json.dumps(dataset, ensure_ascii=False))
-    return {"version": version.name, "base_model": version.base_model, "train": len(split.train), "eval": len(split.eval),
-            "sha256": dataset["sha256"], "eval_rule": split.eval_rule}
+    return {"version": version.name, "base_model": version.base_model, "train": len(train), "eval": len(eval),
+            "sha256": dataset["sha256"], "eval_rule": run.dataset_manifest.get("eval_rule", "?")}
 
 
 def worker_ours(spec: dict) -> dict:
@@ -477,7 +482,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     run_subprocess("migrate", [PYTHON, "manage.py", "migrate", "--noinput", "--no-color"], env, logs)
     print(f"Setting up: project, {len(pairs)} prompts ({data_name}), candidates and rankings ...", flush=True)
     dataset = workdir / "dataset.json"
-    setup = run_worker("setup", "setup", {"pairs": pairs, "train_pairs": args.pairs, "dataset": str(dataset)}, env, workdir)
+    setup = run_worker("setup", "setup", {"pairs": pairs, "train_pairs": args.pairs, "dataset": str(dataset),
+                                          "settings_input": settings_input}, env, workdir)
     print(f"  {setup['train']} train / {setup['eval']} eval pairs ({setup['eval_rule']}), model version {setup['version']!r}, "
           f"dataset sha256 {setup['sha256'][:12]}", flush=True)
     print(f"Settings (resolved for CPU): {json.dumps(settings, sort_keys=True)}; {full_steps} steps per run, "
@@ -546,6 +552,12 @@ def report(args, results: dict, settings: dict, data_name: str, calibration_befo
         for number, r in enumerate(runs, start=1):
             print(f"{side:<13} {number:>2} {r['samples_per_s']:>9.3f} {r['steps']:>5} {r['train_runtime_s']:>9.1f} "
                   f"{r['train_loss']:>10.4f} {r['process_wall_s']:>9.1f} {r['calibration_ms']:>8.1f} {r['other_cores']:>5.2f}")
+    busy = [f"{side}-{number} ({r['other_cores']:.2f})" for side, runs in results.items()
+            for number, r in enumerate(runs, start=1) if r["other_cores"] > BUSY_CORES]
+    if busy:
+        print(f"\nNOTE: other processes used more than {BUSY_CORES} of a core during {', '.join(busy)}: torch's threads then "
+              "wait on each other and a run can take twice as long or more; those figures are unreliable (rerun, or use "
+              "--repeats for medians).")
     ours = median([r["samples_per_s"] for r in results["ours"]])
     bare = median([r["samples_per_s"] for r in results["bare"]])
     ratio = ours / bare

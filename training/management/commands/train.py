@@ -3,7 +3,7 @@ import time
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation.models import PreferencePair, Project
+from annotation.pair_filter_cli import add_pair_filter_arguments, pair_filter_from_options, projects_from_slugs
 from config.web import validation_message
 from generation.models import ModelVersion
 from training import selectors, services
@@ -12,8 +12,6 @@ from training.trainers.settings import ONLY_FOR, SETTING_NAMES, TrainingSettings
 
 POLL_SECONDS = 1
 FINISHED = {TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED}
-# Pair filter keys taken from flags as typed: the service validates them and names a bad one.
-FILTER_OPTIONS = ("min_agreement", "created_from", "created_to", "eval_fraction")
 
 
 class Command(BaseCommand):
@@ -26,13 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("project_slugs", nargs="+", metavar="project-slug")
         parser.add_argument("--kind", choices=TrainingRun.Kind.values, required=True)
         parser.add_argument("--base", required=True, help="The policy model version to train from (a base model or an earlier DPO round).")
-        filters = parser.add_argument_group("which pairs")
-        filters.add_argument("--source", action="append", choices=PreferencePair.Source.values, help="Pair source (repeatable); default all.")
-        filters.add_argument("--include-flagged", action="store_true", help="Keep the pairs of flagged and retired items.")
-        filters.add_argument("--min-agreement", metavar="X", help="Only human pairs of items whose labelers agree at least this much (0-1).")
-        filters.add_argument("--from", dest="created_from", metavar="YYYY-MM-DD", help="Pairs created on or after this day (YYYY-MM-DD).")
-        filters.add_argument("--to", dest="created_to", metavar="YYYY-MM-DD", help="Pairs created on or before this day (YYYY-MM-DD).")
-        filters.add_argument("--eval-fraction", metavar="X", help="With no prompt marked held-out, hold out this share of prompts (0-0.9).")
+        add_pair_filter_arguments(parser)
         settings = parser.add_argument_group("training settings (omitted ones take their defaults)")
         defaults = TrainingSettings(kind="dpo").as_dict() | TrainingSettings(kind="reward").as_dict()
         for name in SETTING_NAMES:
@@ -44,8 +36,8 @@ class Command(BaseCommand):
             run = services.training_run_create(
                 kind=options["kind"],
                 base_version=_version(options["base"]),
-                projects=_projects(options["project_slugs"]),
-                pair_filter=_pair_filter(options),
+                projects=projects_from_slugs(options["project_slugs"]),
+                pair_filter=pair_filter_from_options(options),
                 settings=_settings(options),
             )
         except ValidationError as exc:
@@ -93,23 +85,6 @@ def _version(name: str) -> ModelVersion:
     if version is None:
         raise CommandError(f"No model version named {name!r}.")
     return version
-
-
-def _projects(slugs: list[str]) -> list[Project]:
-    projects = {project.slug: project for project in Project.objects.filter(slug__in=slugs)}
-    missing = [slug for slug in slugs if slug not in projects]
-    if missing:
-        raise CommandError(f"No project with slug {', '.join(repr(slug) for slug in missing)}.")
-    return [projects[slug] for slug in dict.fromkeys(slugs)]
-
-
-def _pair_filter(options: dict) -> dict:
-    pair_filter = {key: options[key] for key in FILTER_OPTIONS if options[key] is not None}
-    if options["source"]:
-        pair_filter["sources"] = list(dict.fromkeys(options["source"]))
-    if options["include_flagged"]:
-        pair_filter["exclude_flagged"] = False
-    return pair_filter
 
 
 def _settings(options: dict) -> dict:
