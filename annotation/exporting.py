@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import QuerySet
 
 from annotation.models import ItemFlag, Project, Ranking, RankingItem
 from annotation.pairs import PairFilter, selected_pairs, split_rule
@@ -96,14 +97,19 @@ def pair_rows(projects: list[Project], pair_filter: PairFilter) -> Iterator[dict
         }
 
 
-def ranking_rows(projects: list[Project], pair_filter: PairFilter) -> Iterator[dict]:
-    """Every ranking of the projects (the human pairs' source), with the same date, flag and agreement filters."""
+def selected_rankings(projects: list[Project], pair_filter: PairFilter) -> QuerySet[Ranking]:
+    """The projects' rankings (the human pairs' source), with the same date, flag, agreement and model filters."""
     rankings = Ranking.objects.filter(item__project__in=projects).order_by("id")
     if pair_filter.exclude_flagged:
         rankings = rankings.exclude(item__status__in=[RankingItem.Status.FLAGGED, RankingItem.Status.RETIRED])
-    pairs = selected_pairs(projects, pair_filter)
-    rule = split_rule(pairs, pair_filter.eval_fraction)
-    rankings = rankings.filter(pk__in=pairs.values("ranking_id")) if _narrows_rankings(pair_filter) else rankings
+    if _narrows_rankings(pair_filter):
+        rankings = rankings.filter(pk__in=selected_pairs(projects, pair_filter).values("ranking_id"))
+    return rankings
+
+
+def ranking_rows(projects: list[Project], pair_filter: PairFilter) -> Iterator[dict]:
+    rankings = selected_rankings(projects, pair_filter)
+    rule = split_rule(selected_pairs(projects, pair_filter), pair_filter.eval_fraction)
     agreement = item_agreement(projects)
     for ranking in rankings.select_related("item__project", "item__prompt").iterator(chunk_size=CHUNK):
         item = ranking.item

@@ -40,6 +40,12 @@ class CanExplore(_Holds):
     write_perms = (MANAGE,)
 
 
+class IsExplorer(_Holds):
+    """Researchers and admins, for reading and writing (requesting an export changes no data)."""
+
+    perms = (EXPLORE,)
+
+
 class AnyRoleReadsAdminWrites(_Holds):
     perms = ANY_ROLE
     write_perms = (MANAGE,)

@@ -3,8 +3,9 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotation import labeling_views
+from annotation import export_views, labeling_views
 from annotation import views as annotation_views
+from annotation.api import exports as exports_api
 from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
 from generation import views as generation_views
@@ -30,6 +31,10 @@ api = [
     path("api/rankings/<int:pk>/", labeling_api.RankingDetail.as_view(), name="api_ranking"),
     path("api/flags/<int:pk>/dismiss/", labeling_api.FlagReview.as_view(decision="dismiss"), name="api_flag_dismiss"),
     path("api/flags/<int:pk>/retire/", labeling_api.FlagReview.as_view(decision="retire"), name="api_flag_retire"),
+    path("api/exports/", exports_api.ExportList.as_view(), name="api_exports"),
+    path("api/exports/<int:pk>/", exports_api.ExportDetail.as_view(), name="api_export"),
+    path("api/exports/<int:pk>/data/", exports_api.ExportDownload.as_view(part="data"), name="api_export_data"),
+    path("api/exports/<int:pk>/card/", exports_api.ExportDownload.as_view(part="card"), name="api_export_card"),
     path("api/generation-jobs/", generation_api.GenerationJobList.as_view(), name="api_generation_jobs"),
     path("api/generation-jobs/<int:pk>/", generation_api.GenerationJobDetail.as_view(), name="api_generation_job"),
     path("api/generation-jobs/<int:pk>/cancel/", generation_api.GenerationJobCancel.as_view(), name="api_generation_job_cancel"),
@@ -64,6 +69,10 @@ pages = [
     path("projects/<slug:slug>/dashboard/", labeling_views.dashboard, name="dashboard"),
     path("projects/<slug:slug>/flags/<int:flag_id>/dismiss/", labeling_views.flag_review, {"decision": "dismiss"}, name="flag_dismiss"),
     path("projects/<slug:slug>/flags/<int:flag_id>/retire/", labeling_views.flag_review, {"decision": "retire"}, name="flag_retire"),
+    path("projects/<slug:slug>/export/", export_views.export_create, name="export_create"),
+    path("exports/<int:export_id>/", export_views.export_detail, name="export_detail"),
+    path("exports/<int:export_id>/data/", export_views.export_download, {"part": "data"}, name="export_data"),
+    path("exports/<int:export_id>/card/", export_views.export_download, {"part": "card"}, name="export_card"),
     path("projects/<slug:slug>/generate/", generation_views.job_create, name="job_create"),
     path("jobs/generation/", generation_views.job_list, name="job_list"),
     path("jobs/generation/<int:job_id>/", generation_views.job_detail, name="job_detail"),

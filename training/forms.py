@@ -1,16 +1,16 @@
 from django import forms
 
-from annotation.models import PreferencePair, Project
+from annotation.forms import PairFilterForm
+from annotation.models import Project
 from generation.models import ModelVersion
 from training.models import TrainingRun
 from training.trainers.settings import DPO_LOSS_TYPES, ONLY_FOR, TrainingSettings
 
 AUTO_CHOICES = [("auto", "Automatic for the device"), ("true", "On"), ("false", "Off")]
 DEFAULTS = TrainingSettings(kind="dpo")
-PAIR_FILTER_FIELDS = ["sources", "exclude_flagged", "min_agreement", "created_from", "created_to", "eval_fraction"]
 
 
-class TrainingRunForm(forms.Form):
+class TrainingRunForm(PairFilterForm):
     """What to train on and how. Settings left empty take their defaults (training/trainers/settings.py)."""
 
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.RadioSelect, initial="dpo")
@@ -19,21 +19,6 @@ class TrainingRunForm(forms.Form):
         to_field_name="name", help_text="A base model or an earlier DPO round.",
     )
     projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
-    # Which pairs
-    sources = forms.MultipleChoiceField(
-        choices=PreferencePair.Source.choices, initial=list(PreferencePair.Source.values), widget=forms.CheckboxSelectMultiple
-    )
-    exclude_flagged = forms.BooleanField(required=False, initial=True, label="Leave out flagged and retired items")
-    min_agreement = forms.FloatField(
-        required=False, min_value=0, max_value=1,
-        help_text="Only human pairs of items whose labelers agree at least this much (0–1); imported pairs are kept.",
-    )
-    created_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    created_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    eval_fraction = forms.FloatField(
-        required=False, min_value=0, max_value=0.9, initial=0.1,
-        help_text="Held-out prompts go to eval; with none marked, this share of prompts (by content hash).",
-    )
     # Settings
     lora_rank = forms.IntegerField(initial=DEFAULTS.lora_rank, min_value=1)
     lora_alpha = forms.IntegerField(initial=DEFAULTS.lora_alpha, min_value=1)
@@ -63,10 +48,6 @@ class TrainingRunForm(forms.Form):
         "label_smoothing", "use_margin", "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length",
         "seed", "eval_steps", "bf16", "gradient_checkpointing",
     ]
-
-    def pair_filter(self) -> dict:
-        data = {name: self.cleaned_data.get(name) for name in PAIR_FILTER_FIELDS}
-        return {name: value for name, value in data.items() if value not in (None, "", [])}
 
     def settings(self) -> dict:
         """The settings that apply to the chosen kind (DPO-only ones are dropped for a reward model and back)."""

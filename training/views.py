@@ -8,7 +8,7 @@ from annotation.roles import EXPLORE, MANAGE
 from config.web import add_validation_errors, require, validation_message
 from generation.models import ModelVersion
 from training import charts, scoring, selectors, services
-from training.forms import PAIR_FILTER_FIELDS, QueueOrderForm, ScoringJobForm, TrainingRunForm
+from training.forms import QueueOrderForm, ScoringJobForm, TrainingRunForm
 from training.models import ScoringJob, TrainingRun
 
 MAX_COMPARED = 8
@@ -38,7 +38,7 @@ def run_create(request):
             add_validation_errors(form, exc)
         else:
             return redirect("run_detail", run_id=run.pk)
-    context = {"form": form, "pair_filter_fields": PAIR_FILTER_FIELDS}
+    context = {"form": form, "pair_filter_fields": TrainingRunForm.FILTER_FIELDS}
     return render(request, "run_form.html", context, status=422 if form.errors else 200)
 
 

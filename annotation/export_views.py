@@ -1,0 +1,48 @@
+"""Export pages: researchers and admins request a dataset, follow a large one, download it with its card."""
+
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+
+from annotation import exports
+from annotation.forms import ExportForm
+from annotation.models import Export, Project
+from annotation.roles import EXPLORE
+from config.web import add_validation_errors, require
+
+
+@require(EXPLORE)
+def export_create(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    form = ExportForm(request.POST or None, initial={"projects": [project]})
+    if request.method == "POST" and form.is_valid():
+        try:
+            export = exports.export_create(
+                projects=list(form.cleaned_data["projects"]),
+                export_format=form.cleaned_data["export_format"],
+                pair_filter=form.pair_filter(),
+                requested_by=request.user,
+            )
+        except ValidationError as exc:
+            add_validation_errors(form, exc)
+        else:
+            return redirect("export_detail", export_id=export.pk)
+    context = {"project": project, "form": form, "recent": Export.objects.prefetch_related("projects")[:20]}
+    return render(request, "export_form.html", context, status=422 if form.errors else 200)
+
+
+@require(EXPLORE)
+def export_detail(request, export_id):
+    export = get_object_or_404(Export.objects.prefetch_related("projects"), pk=export_id)
+    return render(request, "_export_progress.html" if request.htmx else "export_detail.html", {"export": export})
+
+
+@require(EXPLORE)
+def export_download(request, export_id, part):
+    export = get_object_or_404(Export, pk=export_id, status=Export.Status.SUCCEEDED)
+    path = Path(export.card_path if part == "card" else export.data_path)
+    if not path.is_file():
+        raise Http404("The export's file is gone from the data directory.")
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)

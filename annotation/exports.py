@@ -1,0 +1,97 @@
+"""Export requests from the browser and the API: small ones are written at once, large ones by a background job
+(the `default` queue) that reports its progress. Files live in $PREFLOOP_DATA_DIR/exports/<id>/."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings
+from annotation.models import Export, Project
+from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
+from config.heartbeat import Heartbeat, claim_queued, reap_silent
+
+logger = logging.getLogger(__name__)
+
+SYNC_ROWS = 20_000  # at most this many rows: written during the request (a few seconds at most)
+WORKER_DIED = "The worker writing this export stopped (killed or crashed); request it again."
+
+
+def export_create(
+    *, projects: list[Project], export_format: str, pair_filter: dict | None = None, requested_by: AbstractUser | None = None
+) -> Export:
+    if export_format not in FORMATS:
+        raise ValidationError({"export_format": f"Choose one of {', '.join(FORMATS)}."})
+    if not projects:
+        raise ValidationError({"projects": "Choose at least one project."})
+    selection = pair_filter_from(pair_filter)
+    total = _rows_selected(projects, export_format, selection)
+    with transaction.atomic():
+        export = Export.objects.create(
+            export_format=export_format, pair_filter=selection.as_dict(), rows_total=total, requested_by=requested_by
+        )
+        export.projects.set(projects)
+        if total > SYNC_ROWS:
+            from annotation.tasks import run_export
+
+            transaction.on_commit(lambda: run_export.delay(export.pk))
+    if total <= SYNC_ROWS:
+        export = export_run(export.pk)
+    return export
+
+
+def _rows_selected(projects: list[Project], export_format: str, selection: PairFilter) -> int:
+    if export_format == "rankings":
+        return selected_rankings(projects, selection).count()
+    return selected_pairs(projects, selection).count()
+
+
+def exports_reap() -> int:
+    return reap_silent(Export.objects.filter(status=Export.Status.RUNNING), error=WORKER_DIED)
+
+
+def export_run(export_id: int) -> Export:
+    """Write the export in this process. Never raises for a failure: the row records it."""
+    exports_reap()
+    export = claim_queued(Export, export_id, worker_died=WORKER_DIED)
+    if export is None:
+        return Export.objects.get(pk=export_id)
+    try:
+        with Heartbeat(Export, export.pk):
+            fields = _write(export)
+    except Exception as exc:  # noqa: BLE001 - any failure ends the export, recorded
+        logger.exception("Export %s failed", export.pk)
+        fields = {"status": Export.Status.FAILED, "error": f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=5)}"}
+    Export.objects.filter(pk=export.pk).update(finished_at=timezone.now(), **fields)
+    export.refresh_from_db()
+    return export
+
+
+def _write(export: Export) -> dict:
+    folder = settings.EXPORTS_DIR / str(export.pk)
+    shutil.rmtree(folder, ignore_errors=True)  # a leftover of an earlier database with the same ids
+    folder.mkdir(parents=True)
+    projects = list(export.projects.order_by("slug"))
+    name = "-".join(project.slug for project in projects)[:80] + ("-rankings" if export.export_format == "rankings" else "-preferences")
+    result = export_write(
+        projects=projects,
+        export_format=export.export_format,
+        pair_filter=pair_filter_from(export.pair_filter),
+        out=folder / f"{name}{SUFFIX[export.export_format]}",
+        progress=lambda rows: Export.objects.filter(pk=export.pk).update(rows_done=rows, heartbeat_at=timezone.now()),
+    )
+    download = result.data_path
+    if download.is_dir():
+        download = Path(shutil.make_archive(str(download), "zip", root_dir=download.parent, base_dir=download.name))
+    return {
+        "status": Export.Status.SUCCEEDED, "rows_done": result.rows, "data_path": str(download), "card_path": str(result.card_path),
+        "size_bytes": download.stat().st_size, "sha256": result.sha256,
+    }
