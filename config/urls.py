@@ -1,10 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from annotation import export_views, labeling_views
 from annotation import views as annotation_views
+from annotation.api import data as data_api
 from annotation.api import exports as exports_api
 from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
@@ -14,12 +16,17 @@ from training import views as training_views
 from training.api import views as training_api
 
 api = [
+    path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
     path("api/auth/token/", obtain_auth_token, name="api_token"),
     path("api/projects/", annotation_api.ProjectList.as_view(), name="api_projects"),
     path("api/projects/<slug:slug>/", annotation_api.ProjectDetail.as_view(), name="api_project"),
     path("api/projects/<slug:slug>/prompts/", annotation_api.PromptList.as_view(), name="api_prompts"),
     path("api/projects/<slug:slug>/prompts/import/", annotation_api.PromptImport.as_view(), name="api_prompts_import"),
     path("api/projects/<slug:slug>/prompts/<int:pk>/", annotation_api.PromptDetail.as_view(), name="api_prompt"),
+    path("api/projects/<slug:slug>/items/", data_api.ItemList.as_view(), name="api_items"),
+    path("api/projects/<slug:slug>/items/<int:pk>/", data_api.ItemDetail.as_view(), name="api_item"),
+    path("api/projects/<slug:slug>/pairs/", data_api.PairList.as_view(), name="api_pairs"),
     path("api/projects/<slug:slug>/next/", labeling_api.NextItem.as_view(), name="api_next_item"),
     path("api/projects/<slug:slug>/progress/", labeling_api.ProjectProgress.as_view(), name="api_progress"),
     path("api/projects/<slug:slug>/agreement/", labeling_api.ProjectAgreement.as_view(), name="api_agreement"),
