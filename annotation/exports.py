@@ -17,7 +17,7 @@ from django.utils import timezone
 from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings
 from annotation.models import Export, Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
-from config.heartbeat import Heartbeat, claim_queued, reap_silent
+from config.jobs import Heartbeat, claim_queued, reap_silent
 
 logger = logging.getLogger(__name__)
 

@@ -371,6 +371,9 @@ def worker_main(side: str, spec_path: str, out_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     workers = {"build": worker_build, "setup": worker_setup, "ours": worker_ours, "bare": worker_bare}
     result = workers[side](spec)
+    import resource
+
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
     Path(out_path).write_text(json.dumps(result))
     return 0
 
@@ -543,15 +546,18 @@ def report(args, results: dict, settings: dict, data_name: str, calibration_befo
         "\nsamples/s: TRL's train_samples_per_second (train() loop, evaluations during training included; ours: from"
         "\nrun.summary, with our callback); runtime s: TRL's train_runtime; process s: the whole subprocess (imports,"
         "\nmodel load, tokenization; ours also setup of the run, saving the adapter, the final evaluation, registering);"
+        "\nmax RSS MB: the subprocess's peak resident memory;"
         "\nother: CPU used by other processes during the run, in cores (should be near 0)."
     )
-    header = f"{'side':<13} {'#':>2} {'samples/s':>9} {'steps':>5} {'runtime s':>9} {'train loss':>10} {'process s':>9} {'calib ms':>8} {'other':>5}"
+    header = (f"{'side':<13} {'#':>2} {'samples/s':>9} {'steps':>5} {'runtime s':>9} {'train loss':>10} {'process s':>9} "
+              f"{'max RSS MB':>10} {'calib ms':>8} {'other':>5}")
     print("\n" + header)
     print("-" * len(header))
     for side, runs in results.items():
         for number, r in enumerate(runs, start=1):
             print(f"{side:<13} {number:>2} {r['samples_per_s']:>9.3f} {r['steps']:>5} {r['train_runtime_s']:>9.1f} "
-                  f"{r['train_loss']:>10.4f} {r['process_wall_s']:>9.1f} {r['calibration_ms']:>8.1f} {r['other_cores']:>5.2f}")
+                  f"{r['train_loss']:>10.4f} {r['process_wall_s']:>9.1f} {r['max_rss_mb']:>10.0f} {r['calibration_ms']:>8.1f} "
+                  f"{r['other_cores']:>5.2f}")
     busy = [f"{side}-{number} ({r['other_cores']:.2f})" for side, runs in results.items()
             for number, r in enumerate(runs, start=1) if r["other_cores"] > BUSY_CORES]
     if busy:

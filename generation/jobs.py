@@ -23,7 +23,7 @@ from django.utils import timezone
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
-from config.heartbeat import Heartbeat, claim_queued, reap_silent
+from config.jobs import Heartbeat, cancel_requested, claim_queued, reap_silent
 from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, open_backend
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
 
@@ -139,17 +139,7 @@ def selected_prompts(project: Project, selection: dict) -> QuerySet[Prompt]:
 
 def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
     """A queued job is cancelled at once; a running one stops after its current batch, keeping what it saved."""
-    with transaction.atomic():
-        job = GenerationJob.objects.select_for_update().get(pk=job.pk)
-        if job.status == GenerationJob.Status.QUEUED:
-            job.status = GenerationJob.Status.CANCELLED
-            job.finished_at = timezone.now()
-        elif job.status == GenerationJob.Status.RUNNING:
-            job.cancel_requested = True
-        else:
-            raise ValidationError(f"The job is already {job.get_status_display().lower()}.")
-        job.save(update_fields=["status", "cancel_requested", "finished_at"])
-    return job
+    return cancel_requested(GenerationJob, job.pk)
 
 
 def generation_jobs_reap() -> int:

@@ -17,7 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project, RankingItem
-from config.heartbeat import Heartbeat, claim_queued, reap_silent
+from config.jobs import Heartbeat, cancel_requested, claim_queued, reap_silent
 from generation.models import Candidate, ModelVersion
 from training.models import CandidateScore, ScoringJob
 
@@ -50,16 +50,7 @@ def scoring_job_create(*, project: Project, reward_version: ModelVersion, reques
 
 
 def scoring_job_cancel(*, job: ScoringJob) -> ScoringJob:
-    with transaction.atomic():
-        job = ScoringJob.objects.select_for_update().get(pk=job.pk)
-        if job.status == ScoringJob.Status.QUEUED:
-            job.status, job.finished_at = ScoringJob.Status.CANCELLED, timezone.now()
-        elif job.status == ScoringJob.Status.RUNNING:
-            job.cancel_requested = True
-        else:
-            raise ValidationError(f"The job is already {job.get_status_display().lower()}.")
-        job.save(update_fields=["status", "cancel_requested", "finished_at"])
-    return job
+    return cancel_requested(ScoringJob, job.pk)
 
 
 def scoring_jobs_reap() -> int:

@@ -23,7 +23,7 @@ from django.utils import timezone
 
 from annotation.models import Project
 from annotation.pairs import pair_filter_from, selected_pairs
-from config.heartbeat import Heartbeat, claim_queued, reap_silent
+from config.jobs import Heartbeat, cancel_requested, claim_queued, reap_silent
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from training import selectors
@@ -97,16 +97,7 @@ def _manifest(split: selectors.SplitExamples, projects: list[Project]) -> dict:
 
 def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
     """A queued run is cancelled at once; a running one stops at the end of its current step."""
-    with transaction.atomic():
-        run = TrainingRun.objects.select_for_update().get(pk=run.pk)
-        if run.status == TrainingRun.Status.QUEUED:
-            run.status, run.finished_at = TrainingRun.Status.CANCELLED, timezone.now()
-        elif run.status == TrainingRun.Status.RUNNING:
-            run.cancel_requested = True
-        else:
-            raise ValidationError(f"The run is already {run.get_status_display().lower()}.")
-        run.save(update_fields=["status", "cancel_requested", "finished_at"])
-    return run
+    return cancel_requested(TrainingRun, run.pk, noun="run")
 
 
 def training_runs_reap() -> int:

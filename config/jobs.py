@@ -1,4 +1,5 @@
-"""Heartbeats of long GPU jobs (generation, training, scoring): how a dead worker is told from a quiet one.
+"""The lifecycle every job row shares (generation jobs, training runs, scoring jobs, exports): claiming a queued row,
+cancelling, and heartbeats, how a dead worker is told from a quiet one.
 
 A job row with a ``heartbeat_at`` column is touched from a thread every HEARTBEAT_SECONDS while the job runs, also
 through one long library call (vLLM generating a whole job, a slow training step). A running row whose heartbeat is
@@ -8,6 +9,7 @@ older than HEARTBEAT_TIMEOUT lost its worker.
 import threading
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
@@ -57,4 +59,19 @@ def claim_queued(model: type[Model], pk: int, *, worker_died: str) -> Model | No
             return None  # cancelled before it started
         job.status, job.started_at, job.heartbeat_at = "running", now, now
         job.save(update_fields=["status", "started_at", "heartbeat_at"])
+    return job
+
+
+def cancel_requested(model: type[Model], pk: int, *, noun: str = "job") -> Model:
+    """A queued job is cancelled at once; a running one is asked to stop at its next check (it keeps what it did)."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = model.objects.select_for_update().get(pk=pk)
+        if job.status == "queued":
+            job.status, job.finished_at = "cancelled", now
+        elif job.status == "running":
+            job.cancel_requested = True
+        else:
+            raise ValidationError(f"The {noun} is already {job.get_status_display().lower()}.")
+        job.save(update_fields=["status", "cancel_requested", "finished_at"])
     return job
