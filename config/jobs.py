@@ -7,6 +7,7 @@ older than HEARTBEAT_TIMEOUT lost its worker.
 """
 
 import threading
+import time
 from datetime import timedelta
 
 from django.core.exceptions import ValidationError
@@ -75,3 +76,20 @@ def cancel_requested(model: type[Model], pk: int, *, noun: str = "job") -> Model
             raise ValidationError(f"The {noun} is already {job.get_status_display().lower()}.")
         job.save(update_fields=["status", "cancel_requested", "finished_at"])
     return job
+
+
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+def follow_until_finished(job: Model, describe, write, poll_seconds: float = 1.0) -> Model:
+    """For the command line: write ``describe(job)`` whenever it changes, until the job row is finished."""
+    last = None
+    while True:
+        job.refresh_from_db()
+        line = describe(job)
+        if line != last:
+            write(line)
+            last = line
+        if job.status in FINISHED:
+            return job
+        time.sleep(poll_seconds)

@@ -58,7 +58,7 @@ def test_train_queues_a_run_with_only_the_settings_given(ranked_project, tiny_ve
     assert (run.config["epochs"], run.config["learning_rate"], run.config["bf16"], run.config["lora_dropout"]) == (1.0, 5e-5, None, 0.05)
     assert run.pair_filter == {
         "sources": ["human", "import"], "exclude_flagged": True, "min_agreement": None,
-        "created_from": None, "created_to": None, "eval_fraction": 0.1,
+        "created_from": None, "created_to": None, "model_versions": [], "eval_fraction": 0.1,
     }
     assert run.run_pairs.count() == 18
 
@@ -74,7 +74,8 @@ def test_train_takes_pair_filter_flags_and_several_projects(ranked_project, tiny
     assert sorted(p.slug for p in run.projects.all()) == sorted([ranked_project.slug, other.slug])
     assert run.kind == "reward" and run.config["use_margin"] is False and "beta" not in run.config
     assert run.pair_filter == {
-        "sources": ["human"], "exclude_flagged": False, "min_agreement": None, "created_from": today, "created_to": today, "eval_fraction": 0.3,
+        "sources": ["human"], "exclude_flagged": False, "min_agreement": None, "created_from": today, "created_to": today,
+        "model_versions": [], "eval_fraction": 0.3,
     }
 
 

@@ -1,9 +1,8 @@
-import time
-
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
+from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation import jobs, selectors
 from generation.models import GenerationJob, ModelVersion
@@ -53,20 +52,15 @@ class Command(BaseCommand):
             self._follow(job)
 
     def _follow(self, job):
-        last = None
-        while True:
-            job.refresh_from_db()
-            progress = selectors.job_progress(job)
-            line = f"{job.get_status_display()}: {job.prompts_done}/{job.prompts_total} prompts, {job.tokens_generated} tokens"
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if job.status in {GenerationJob.Status.SUCCEEDED, GenerationJob.Status.FAILED, GenerationJob.Status.CANCELLED}:
-                break
-            time.sleep(1)
+        follow_until_finished(job, _progress_line, self.stdout.write)
+        progress = selectors.job_progress(job)
         if job.status != GenerationJob.Status.SUCCEEDED:
             raise CommandError(f"Job {job.pk} {job.status}: {job.error}")
         self.stdout.write(self.style.SUCCESS(f"Done in {progress.elapsed_seconds:.0f} s; {job.duplicates_dropped} empty or duplicate responses dropped."))
+
+
+def _progress_line(job: GenerationJob) -> str:
+    return f"{job.get_status_display()}: {job.prompts_done}/{job.prompts_total} prompts, {job.tokens_generated} tokens"
 
 
 def _version(name):

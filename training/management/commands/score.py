@@ -1,16 +1,14 @@
-import time
-
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.models import Project
+from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation.models import ModelVersion
 from training import scoring, selectors
 from training.models import ScoringJob
 
 POLL_SECONDS = 1
-FINISHED = {ScoringJob.Status.SUCCEEDED, ScoringJob.Status.FAILED, ScoringJob.Status.CANCELLED}
 
 
 class Command(BaseCommand):
@@ -38,19 +36,14 @@ class Command(BaseCommand):
 
     def follow(self, job: ScoringJob) -> None:
         """Print the candidates scored and the status whenever they change, until the job ends."""
-        last = None
-        while True:
-            job.refresh_from_db()
-            line = f"{job.get_status_display()}: {job.candidates_done}/{job.candidates_total} candidates scored"
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if job.status in FINISHED:
-                break
-            time.sleep(POLL_SECONDS)
+        follow_until_finished(job, _progress_line, self.stdout.write, POLL_SECONDS)
         if job.status != ScoringJob.Status.SUCCEEDED:
             raise CommandError(f"Scoring job {job.pk} {job.status}: {job.error or 'the scores saved so far are kept.'}")
         self.stdout.write(self.style.SUCCESS(f"Done. {_accuracy_line(job)}"))
+
+
+def _progress_line(job: ScoringJob) -> str:
+    return f"{job.get_status_display()}: {job.candidates_done}/{job.candidates_total} candidates scored"
 
 
 def _accuracy_line(job: ScoringJob) -> str:

@@ -1,9 +1,8 @@
-import time
-
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation.pair_filter_cli import add_pair_filter_arguments, pair_filter_from_options, projects_from_slugs
+from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation.models import ModelVersion
 from training import selectors, services
@@ -11,7 +10,6 @@ from training.models import TrainingMetric, TrainingRun
 from training.trainers.settings import ONLY_FOR, SETTING_NAMES, TrainingSettings
 
 POLL_SECONDS = 1
-FINISHED = {TrainingRun.Status.SUCCEEDED, TrainingRun.Status.FAILED, TrainingRun.Status.CANCELLED}
 
 
 class Command(BaseCommand):
@@ -49,16 +47,7 @@ class Command(BaseCommand):
 
     def follow(self, run: TrainingRun) -> None:
         """Print the run's step, latest train loss and status whenever they change, until it ends."""
-        last = None
-        while True:
-            run.refresh_from_db()
-            line = _progress_line(run)
-            if line != last:
-                self.stdout.write(line)
-                last = line
-            if run.status in FINISHED:
-                break
-            time.sleep(POLL_SECONDS)
+        follow_until_finished(run, _progress_line, self.stdout.write, POLL_SECONDS)
         if run.status != TrainingRun.Status.SUCCEEDED:
             raise CommandError(f"Run {run.pk} {run.status}: {run.error or 'no model was registered.'}")
         elapsed = selectors.run_progress(run).elapsed_seconds
