@@ -1,6 +1,9 @@
 """Reads for projects, prompts, the labeling queue, dashboards and agreement."""
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from datetime import timedelta
 from statistics import median
 
@@ -206,9 +209,9 @@ def item_agreement(projects) -> dict[int, float | None]:
     return {row["item"]: row["pairwise_agreement"] for row in summary["items"]}
 
 
-def _multiply_ranked_items(projects) -> list[ItemRankings]:
-    by_item: dict[int, dict[int, list]] = {}
-    rankings = Ranking.objects.filter(item__project__in=projects, item__rankings_count__gte=2)
-    for item_id, labeler_id, tiers in rankings.values_list("item_id", "labeler_id", "tiers"):
-        by_item.setdefault(item_id, {})[labeler_id] = tiers
-    return [ItemRankings(item_id, labelers) for item_id, labelers in sorted(by_item.items())]
+def _multiply_ranked_items(projects) -> Iterator[ItemRankings]:
+    """Streamed item by item, so a project of millions of rankings is never held in memory at once."""
+    rankings = Ranking.objects.filter(item__project__in=projects, item__rankings_count__gte=2).order_by("item_id", "id")
+    rows = rankings.values_list("item_id", "labeler_id", "tiers").iterator(chunk_size=2000)
+    for item_id, group in groupby(rows, key=itemgetter(0)):
+        yield ItemRankings(item_id, {labeler_id: tiers for _, labeler_id, tiers in group})
