@@ -1,6 +1,6 @@
 """Benchmark of DPO training runs: samples per second of a real Prefloop training run against a bare TRL script on
 the same examples and settings (the ratio is our overhead; target >= 0.95), and our device-aware defaults
-(bf16=False, gradient_checkpointing=False on a CPU) against TRL's own DPOConfig defaults (bf16=True,
+(on a CPU: bf16 where it has AVX512-BF16/AMX, no gradient checkpointing) against TRL's own DPOConfig defaults (bf16=True,
 gradient_checkpointing=True) on this machine, with the default model (SmolLM2-135M-Instruct, QLoRA: 4-bit NF4).
 
 What it runs, each measurement in its own fresh subprocess, from the repository root, with a temporary
@@ -24,11 +24,11 @@ PREFLOOP_DATA_DIR and SQLite database (``manage.py migrate`` first):
             per-step callback (metrics written to the database, a cancel check every step) and the heartbeat thread.
 * bare    - a plain script (this file, ``--side bare``) with no Django, no database and no callback: TRL's
             DPOTrainer on the exported examples with exactly what ``training.trainers.run._trainer`` sets up: the
-            same BitsAndBytesConfig (4-bit NF4, double quant, compute dtype float32), LoraConfig (task CAUSAL_LM),
-            DPOConfig arguments (learning rate, batch sizes, epochs, max_length, seed, bf16=False,
-            gradient_checkpointing=False, logging_steps=1, eval every 1/5 of the run, beta, loss type, ...), then,
-            as ``train_adapter`` does, trainable (LoRA) parameters cast to float32 and bitsandbytes' CPU inference
-            packing turned off. Reported: ``train_samples_per_second`` from ``trainer.train()``'s metrics.
+            same BitsAndBytesConfig (4-bit NF4, double quant, compute dtype bf16 or float32 as resolved), LoraConfig
+            (task CAUSAL_LM), DPOConfig arguments (learning rate, batch sizes, epochs, max_length, seed, the resolved
+            bf16 and gradient_checkpointing, use_cpu, logging_steps=1, eval every 1/5 of the run, beta, loss type,
+            ...), then, as ``train_adapter`` does, trainable (LoRA) parameters cast to float32 without bf16 and
+            bitsandbytes' CPU inference packing turned off. Reported: ``train_samples_per_second`` from ``trainer.train()``'s metrics.
             ratio = ours / bare. The settings ours resolved (``run.summary["settings"]``) are checked against the
             ones given to bare; both sides' mean training loss is printed (same seed: they should agree closely).
 * trl-defaults - the bare script again with TRL's DPOConfig defaults for ``bf16`` and ``gradient_checkpointing``
@@ -51,7 +51,7 @@ Sides alternate (ours, bare, trl-defaults on odd repetitions; the reverse on eve
 before and after the whole run and inside every subprocess just before it trains, with the CPU other processes
 used meanwhile; compare runs only with similar calibration times.
 
-    .venv/bin/python bench/training.py                     # 16 train + 4 eval pairs, batch 4, max_length 256: ~5 min
+    .venv/bin/python bench/training.py                     # 16 train + 4 eval pairs, batch 4, max_length 256: 2-5 min
     .venv/bin/python bench/training.py --pairs 64 --batch-size 8 --max-length 512 --repeats 3 --skip-defaults
 
 ``--keep`` keeps the temporary directory (database, run folders, subprocess logs, results). The last line printed is
@@ -296,7 +296,7 @@ def worker_bare(spec: dict) -> dict:
         # what a CPU user of TRL's defaults has to add. With no accelerator present it changes nothing else.
         device_choices = {"max_steps": spec["max_steps"], "use_cpu": True}
     else:
-        device_choices = {"bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"]}
+        device_choices = {"bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"], "use_cpu": not torch.cuda.is_available()}
     args = DPOConfig(
         output_dir=str(Path(spec["workdir"]) / "trainer"),
         learning_rate=s["learning_rate"],
@@ -321,7 +321,7 @@ def worker_bare(spec: dict) -> dict:
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=s["double_quant"],
-        bnb_4bit_compute_dtype=torch.bfloat16 if s["bf16"] else torch.float32,  # our settings' bf16 (False) on both
+        bnb_4bit_compute_dtype=torch.bfloat16 if s["bf16"] else torch.float32,  # our resolved bf16 on both sides
     )
     targets = s["target_modules"]
     lora = LoraConfig(
@@ -336,10 +336,10 @@ def worker_bare(spec: dict) -> dict:
         peft_config=lora,
         quantization_config=quantization,
     )
-    # What train_adapter does on a CPU after building the trainer: trainable (LoRA) weights in float32, and no
+    # What train_adapter does after building the trainer: without bf16, trainable (LoRA) weights in float32; and no
     # bitsandbytes CPU inference packing (which would zero the gradients after an evaluation on AVX512-BF16 CPUs).
     for parameter in trainer.model.parameters():
-        if parameter.requires_grad and parameter.dtype != torch.float32:
+        if not s["bf16"] and parameter.requires_grad and parameter.dtype != torch.float32:
             parameter.data = parameter.data.float()
     for module in trainer.model.modules():
         if isinstance(module, bitsandbytes.nn.Linear4bit):
@@ -580,11 +580,11 @@ def report(args, results: dict, settings: dict, data_name: str, calibration_befo
     if "trl-defaults" in results:
         defaults = median([r["samples_per_s"] for r in results["trl-defaults"]])
         speedup = bare / defaults
-        d = results["trl-defaults"][-1]
-        print(f"our defaults (bare, bf16=False, no checkpointing) {bare:.3f} samples/s / TRL's defaults (bf16=True, "
-              f"checkpointing) {defaults:.3f} samples/s = {speedup:.2f}x; the defaults side ran {d['steps']} step(s) in "
-              f"{d['train_runtime_s']:.1f} s ({d['train_runtime_s'] / max(d['steps'], 1):.1f} s per step, against "
-              f"{results['bare'][-1]['train_runtime_s'] / max(results['bare'][-1]['steps'], 1):.1f} s for ours).")
+        per_step = {side: median([r["train_runtime_s"] / max(r["steps"], 1) for r in results[side]]) for side in ("bare", "trl-defaults")}
+        print(f"our defaults (bare, bf16={results['bare'][0]['bf16']}, no checkpointing) {bare:.3f} samples/s / TRL's defaults (bf16=True, "
+              f"checkpointing) {defaults:.3f} samples/s = {speedup:.2f}x; per step (evaluations included): "
+              f"{per_step['bare']:.1f} s with ours ({results['bare'][0]['steps']} steps), {per_step['trl-defaults']:.1f} s "
+              f"with TRL's ({results['trl-defaults'][0]['steps']} steps).")
         fields.update(trl_defaults_samples_per_s=f"{defaults:.3f}", defaults_speedup=f"{speedup:.2f}")
     print()
     fields.update(pairs=args.pairs, eval_pairs=args.eval_pairs, batch_size=args.batch_size, max_length=args.max_length,

@@ -103,6 +103,8 @@ def test_device_defaults():
     auto = TrainingSettings(kind="dpo")
     cpu = resolved_for_device(auto, Device("cpu"))
     assert (cpu.bf16, cpu.gradient_checkpointing) == (False, False)
+    amx = resolved_for_device(auto, Device("cpu", bf16_supported=True))
+    assert (amx.bf16, amx.gradient_checkpointing) == (True, False)
     gpu = resolved_for_device(auto, Device("cuda", bf16_supported=True))
     assert (gpu.bf16, gpu.gradient_checkpointing) == (True, True)
     old_gpu = resolved_for_device(auto, Device("cuda", bf16_supported=False))
@@ -143,7 +145,10 @@ def test_dpo_in_4_bits_reports_metrics_and_saves_an_adapter(tiny_model, tmp_path
     eval_logs = [metrics for step, split, metrics in recorder.logs if split == "eval"]
     assert eval_logs and {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(eval_logs[-1])
     assert result.eval_metrics == eval_logs[-1] and result.examples == {"train": 6, "eval": 2}
-    assert result.settings["bf16"] is False and result.settings["gradient_checkpointing"] is False  # CPU defaults
+    from training.trainers.run import cpu_has_native_bf16
+
+    # This machine's defaults: bf16 where the CPU has it natively, no gradient checkpointing on a CPU.
+    assert result.settings["bf16"] is cpu_has_native_bf16() and result.settings["gradient_checkpointing"] is False
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and (result.adapter_dir / "tokenizer_config.json").is_file()
     assert json.loads((tmp_path / "settings.json").read_text())["lora_rank"] == 8
     assert json.loads((tmp_path / "metrics.json").read_text())["log_history"]
@@ -160,13 +165,14 @@ def test_the_reporter_stops_a_run_at_a_step_end_and_the_adapter_is_kept(tiny_mod
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
 
 
-def test_a_reward_model_learns_the_preference_and_reloads_to_score(tiny_model, tmp_path):
+@pytest.mark.parametrize("bf16", ["auto", False])  # float32 is also what a CPU without native bf16 gets
+def test_a_reward_model_learns_the_preference_and_reloads_to_score(tiny_model, tmp_path, bf16):
     from training.trainers.run import train_adapter
     from training.trainers.scoring import RewardScorer
 
     result = train_adapter(
         base_model=tiny_model, train=EXAMPLES[:6], eval=EXAMPLES[6:],
-        settings=training_settings("reward", {**SMALL, "epochs": 6, "learning_rate": 5e-3}), output_dir=tmp_path,
+        settings=training_settings("reward", {**SMALL, "epochs": 6, "learning_rate": 5e-3, "bf16": bf16}), output_dir=tmp_path,
     )
     assert {"loss", "accuracy", "margin"} <= set(result.eval_metrics)
     scorer = RewardScorer(base_model=tiny_model, adapter_path=str(result.adapter_dir), load_in_4bit=True)

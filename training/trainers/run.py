@@ -74,7 +74,16 @@ def detect_device() -> Device:
 
     if torch.cuda.is_available():
         return Device("cuda", bf16_supported=torch.cuda.is_bf16_supported())
-    return Device("cpu")
+    return Device("cpu", bf16_supported=cpu_has_native_bf16())
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPU multiplies bf16 in hardware (Linux reports it in /proc/cpuinfo)."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def train_adapter(
@@ -90,11 +99,12 @@ def train_adapter(
         raise NoUsableExamples("There are no training pairs.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reporter = reporter or NoReporter()
-    settings = resolved_for_device(settings, detect_device())
+    device = detect_device()
+    settings = resolved_for_device(settings, device)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     callback = _reporting_callback(reporter)
-    trainer = _trainer(base_model, train, eval, settings, output_dir, callback)
+    trainer = _trainer(base_model, train, eval, settings, output_dir, callback, use_cpu=device.kind == "cpu")
     examples = {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0}
     if not examples["train"]:
         raise NoUsableExamples(f"No training pair fits in max_length={settings.max_length} tokens.")
@@ -123,7 +133,7 @@ def train_adapter(
     return result
 
 
-def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback):
+def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, use_cpu: bool):
     from peft import LoraConfig
 
     common = dict(
@@ -136,6 +146,7 @@ def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Pa
         max_length=settings.max_length,
         seed=settings.seed,
         bf16=settings.bf16,
+        use_cpu=use_cpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
         gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=1,
         eval_strategy="steps" if eval else "no",
