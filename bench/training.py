@@ -451,7 +451,8 @@ def example_pairs(args: argparse.Namespace) -> tuple[list[dict], str]:
 
 def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     from training.trainers.run import EVALUATIONS_PER_RUN
-    from training.trainers.settings import Device, resolved_for_device, training_settings
+    from training.trainers.run import detect_device
+    from training.trainers.settings import resolved_for_device, training_settings
 
     logs = workdir / "logs"
     logs.mkdir()
@@ -472,7 +473,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
 
     # The settings a run resolves on this CPU; ours gets the inputs, bare the resolved values.
     settings_input = {"batch_size": args.batch_size, "max_length": args.max_length, "epochs": args.epochs}
-    settings = resolved_for_device(training_settings("dpo", settings_input), Device("cpu")).as_dict()
+    settings = resolved_for_device(training_settings("dpo", settings_input), detect_device()).as_dict()
     eval_steps = settings["eval_steps"] or 1 / EVALUATIONS_PER_RUN
     steps_per_epoch = math.ceil(args.pairs / args.batch_size / settings["gradient_accumulation"])
     full_steps = math.ceil(steps_per_epoch * args.epochs)

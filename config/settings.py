@@ -165,6 +165,27 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a `status` (or `kind`, `split`) with different choices: each choice set gets its own name.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "training.models.TrainingRun.Status",  # also generation jobs' and scoring jobs'
+        "ExportStatusEnum": "annotation.models.Export.Status",
+        "ExportFormatEnum": "annotation.models.Export.Format",
+        "RankingItemStatusEnum": "annotation.models.RankingItem.Status",
+        "FlagStatusEnum": "annotation.models.ItemFlag.Status",
+        "FlagReasonEnum": "annotation.models.ItemFlag.Reason",
+        "PromptSplitEnum": "annotation.models.Prompt.Split",
+        "MetricSplitEnum": "training.models.TrainingMetric.Split",
+        "ModelKindEnum": "generation.models.ModelVersion.Kind",
+        "TrainingKindEnum": "training.models.TrainingRun.Kind",
+        "PairSourceEnum": "annotation.models.PreferencePair.Source",
+        "QueueOrderEnum": "annotation.models.Project.QueueOrder",
+        "PromptSelectionModeEnum": "generation.api.serializers.PromptSelectionSerializer.MODES",
+    },
+    # What Django's path converters accept: other values never reach the API (the URL resolver answers them).
+    "PATH_CONVERTER_OVERRIDES": {
+        "int": {"type": "integer", "minimum": 0},
+        "slug": {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$"},
+    },
 }
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport).

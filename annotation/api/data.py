@@ -1,12 +1,14 @@
 """The collected data, read-only, for researchers and admins: ranking items and preference pairs."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
 from annotation.exporting import labeler_pseudonym
 from annotation.models import PreferencePair, Project, RankingItem
 from annotation.pairs import pair_filter_from, selected_pairs
-from config.api import CanExplore
+from config.api import CanExplore, error_responses
 
 
 class CandidateSerializer(serializers.Serializer):
@@ -40,6 +42,12 @@ class PreferencePairSerializer(serializers.ModelSerializer):
         return labeler_pseudonym(pair.labeler_id)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=RankingItem.Status.values, description="Only items in this status.")],
+        responses={200: RankingItemSerializer(many=True), **error_responses(400, 404)},
+    )
+)
 class ItemList(generics.ListAPIView):
     """A project's ranking items with their candidates (model versions included). Filter: ``status``."""
 
@@ -56,6 +64,7 @@ class ItemList(generics.ListAPIView):
         return items.prefetch_related("candidates__model_version").order_by("id")
 
 
+@extend_schema_view(get=extend_schema(responses={200: RankingItemSerializer, **error_responses(404)}))
 class ItemDetail(generics.RetrieveAPIView):
     serializer_class = RankingItemSerializer
     permission_classes = [CanExplore]
@@ -64,6 +73,21 @@ class ItemDetail(generics.RetrieveAPIView):
         return RankingItem.objects.filter(project__slug=self.kwargs["slug"]).prefetch_related("candidates__model_version")
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("sources", str, description="Comma-separated pair sources: human, import (default: all)."),
+            OpenApiParameter("exclude_flagged", bool, description="Leave out pairs of flagged or retired items (default true)."),
+            OpenApiParameter(
+                "min_agreement", float, description="Human pairs only from items with at least this agreement (0 to 1)."
+            ),
+            OpenApiParameter("created_from", OpenApiTypes.DATE, description="First day (inclusive)."),
+            OpenApiParameter("created_to", OpenApiTypes.DATE, description="Last day (inclusive)."),
+            OpenApiParameter("model_versions", str, description="Comma-separated model version names: both responses by these."),
+        ],
+        responses={200: PreferencePairSerializer(many=True), **error_responses(400, 404)},
+    )
+)
 class PairList(generics.ListAPIView):
     """A project's preference pairs. Filters (as for exports and training): ``sources`` (comma-separated),
     ``exclude_flagged`` (true/false, default true), ``min_agreement``, ``created_from``, ``created_to``,

@@ -4,27 +4,29 @@ from pathlib import Path
 
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import exports
+from annotation.api.serializers import PairFilterField
 from annotation.models import Export, Project
-from config.api import CanExplore, IsExplorer
+from config.api import CanExplore, IsExplorer, error_responses
 
 
 class ExportCreateSerializer(serializers.Serializer):
     projects = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all(), many=True, allow_empty=False)
-    format = serializers.ChoiceField(choices=Export.Format.values, default="jsonl")
-    pair_filter = serializers.DictField(
-        default=dict,
-        help_text="sources, exclude_flagged, min_agreement, created_from, created_to (YYYY-MM-DD), model_versions, eval_fraction",
-    )
+    format = serializers.ChoiceField(choices=Export.Format.choices, default="jsonl")
+    pair_filter = PairFilterField(default=dict)
 
 
 class ExportSerializer(serializers.ModelSerializer):
     projects = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
-    format = serializers.CharField(source="export_format")
+    format = serializers.ChoiceField(source="export_format", choices=Export.Format.choices, read_only=True)
+    pair_filter = PairFilterField(read_only=True, help_text="The filter as applied, every key filled in.")
     data_url = serializers.SerializerMethodField()
     card_url = serializers.SerializerMethodField()
 
@@ -42,6 +44,10 @@ class ExportSerializer(serializers.ModelSerializer):
         return f"/api/exports/{export.pk}/card/" if export.status == Export.Status.SUCCEEDED else None
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: ExportSerializer(many=True), **error_responses(404)}),
+    post=extend_schema(request=ExportCreateSerializer, responses={201: ExportSerializer, **error_responses(400)}),
+)
 class ExportList(generics.ListAPIView):
     """Exports, newest first. POST ``{projects, format, pair_filter}``: small exports are ready in the response
     (status ``succeeded``), large ones are written in the background (poll the export)."""
@@ -61,21 +67,44 @@ class ExportList(generics.ListAPIView):
         return Response(ExportSerializer(export).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(get=extend_schema(responses={200: ExportSerializer, **error_responses(404)}))
 class ExportDetail(generics.RetrieveAPIView):
     serializer_class = ExportSerializer
     permission_classes = [CanExplore]
     queryset = Export.objects.prefetch_related("projects")
 
 
+class _AnyAccept(DefaultContentNegotiation):
+    """A download is a file whatever the client accepts (no 406 for ``Accept: application/zip``); errors are JSON."""
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+# Set explicitly rather than guessed from the system's MIME table, which knows neither .jsonl nor .parquet.
+_CONTENT_TYPES = {".zip": "application/zip", ".md": "text/markdown; charset=utf-8"}
+_FILE = OpenApiResponse(OpenApiTypes.BINARY, description="The file, as an attachment.")
+
+
 class ExportDownload(APIView):
-    """The export's data file (a zip for ``hf``) or its card."""
+    """The export's data file (a zip for ``hf``, JSONL or Parquet otherwise) or its card (Markdown)."""
 
     permission_classes = [CanExplore]
+    content_negotiation_class = _AnyAccept
     part = "data"
 
+    @extend_schema(
+        responses={
+            (200, "application/octet-stream"): _FILE,
+            (200, "application/zip"): _FILE,
+            (200, "text/markdown"): _FILE,
+            **error_responses(404),
+        }
+    )
     def get(self, request, pk):
         export = get_object_or_404(Export, pk=pk, status=Export.Status.SUCCEEDED)
         path = Path(export.card_path if self.part == "card" else export.data_path)
         if not path.is_file():
             raise Http404
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
+        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type=content_type)

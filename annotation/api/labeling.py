@@ -1,18 +1,22 @@
 """The labeling loop through the API: next item, rank, skip, flag, my rankings; progress and agreement for admins."""
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import labeling, selectors
+from annotation.api.serializers import MessageSerializer, TiersField
+from annotation.labeling import MAX_RATIONALE
 from annotation.models import ItemFlag, Project, Ranking
 from annotation.roles import EXPLORE
-from config.api import CanExplore, IsAdmin, IsLabeler
+from config.api import MAX_ID, CanExplore, IsAdmin, IsLabeler, error_responses, int64
 
 
 class RankingSerializer(serializers.ModelSerializer):
+    tiers = TiersField(read_only=True)
     pairs = serializers.SerializerMethodField()
 
     class Meta:
@@ -32,11 +36,134 @@ class FlagSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, allow_blank=True, default="")
 
 
+# --- shapes of the hand-checked bodies and hand-built responses, for the OpenAPI schema --------------------------
+
+
+def _tiers_field(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), allow_empty=False), allow_empty=False, help_text=help_text
+    )
+
+
+class RankingInputSerializer(serializers.Serializer):
+    """A ranking: checked by hand on the hot path (see ``_ranking_input``) and by the labeling service."""
+
+    tiers = _tiers_field("Response ids, best tier first; responses tied share a tier. Every shown response exactly once.")
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=MAX_RATIONALE)
+    time_spent_ms = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0,
+        help_text="Time on the item as the client counted it (capped by the lease's age).",
+    )
+
+
+class RankingReviseSerializer(serializers.Serializer):
+    tiers = _tiers_field("The new order: response ids, best tier first.")
+    rationale = serializers.CharField(required=False, allow_blank=True, max_length=MAX_RATIONALE, help_text="Kept when left out.")
+
+
+class ShownResponseSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    letter = serializers.CharField(help_text="A, B, C...: the order this labeler sees (shuffled per labeler and item).")
+    text = serializers.CharField(allow_blank=True)
+
+
+class NextItemSerializer(serializers.Serializer):
+    item = serializers.IntegerField()
+    messages = MessageSerializer(many=True, help_text="The conversation to answer.")
+    responses = ShownResponseSerializer(many=True)
+    expires_at = serializers.DateTimeField(help_text="End of your lease; submit before, or the item may go to someone else.")
+
+
+class SkipResultSerializer(serializers.Serializer):
+    item = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=["skipped"])
+
+
+class FlagResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    reason = serializers.ChoiceField(choices=ItemFlag.Reason.choices)
+    status = serializers.ChoiceField(choices=ItemFlag.Status.choices)
+
+
+class FlagReviewResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=ItemFlag.Status.choices)
+
+
+class OpenFlagSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    item = serializers.IntegerField()
+    reason = serializers.ChoiceField(choices=ItemFlag.Reason.choices)
+    note = serializers.CharField(allow_blank=True)
+    labeler = serializers.CharField(help_text="Username of the labeler who flagged it.")
+    created_at = serializers.DateTimeField()
+
+
+class AgreementSerializer(serializers.Serializer):
+    pairwise_agreement = serializers.FloatField(
+        allow_null=True, help_text="Share of compared pairs ordered alike; null before any comparison."
+    )
+    kendall_tau = serializers.FloatField(allow_null=True)
+    pairs_compared = serializers.IntegerField()
+    items = serializers.IntegerField(help_text="Items ranked by two or more labelers.")
+
+
+class LabelerAgreementSerializer(AgreementSerializer):
+    labeler_id = serializers.IntegerField()
+    username = serializers.CharField(allow_blank=True)
+
+
+class ItemAgreementSerializer(AgreementSerializer):
+    item = serializers.IntegerField()
+    labelers = serializers.IntegerField(help_text="How many labelers ranked the item.")
+
+
+class ProjectAgreementSerializer(serializers.Serializer):
+    project = AgreementSerializer()
+    labelers = LabelerAgreementSerializer(many=True, help_text="Each labeler against the others.")
+    items = ItemAgreementSerializer(many=True)
+
+
+class ItemCountsSerializer(serializers.Serializer):
+    total = serializers.IntegerField()
+    ready = serializers.IntegerField(help_text="Active: in the labeling queue.")
+    ranked = serializers.IntegerField(help_text="Ranked at least once.")
+    complete = serializers.IntegerField(help_text="Ranked by as many labelers as the project asks.")
+    flagged = serializers.IntegerField()
+    retired = serializers.IntegerField()
+
+
+class LabelerProgressSerializer(serializers.Serializer):
+    labeler_id = serializers.IntegerField()
+    labeler__username = serializers.CharField()
+    rankings = serializers.IntegerField()
+    median_seconds = serializers.FloatField(allow_null=True)
+    agreement = LabelerAgreementSerializer(allow_null=True, help_text="Null when none of this labeler's items was ranked by another.")
+
+
+class ProjectProgressSerializer(serializers.Serializer):
+    items = ItemCountsSerializer()
+    rankings = serializers.IntegerField()
+    median_seconds = serializers.FloatField(allow_null=True, help_text="Median time per ranking.")
+    labelers = LabelerProgressSerializer(many=True)
+    skips = serializers.IntegerField()
+    open_flags = serializers.IntegerField()
+
+
 class NextItem(APIView):
     """Lease the next item (or return the current lease). 204 when nothing is left for you."""
 
     permission_classes = [IsLabeler]
 
+    @extend_schema(
+        responses={
+            200: NextItemSerializer,
+            204: OpenApiResponse(description="Nothing is left for you to rank in this project."),
+            **error_responses(404),
+        }
+    )
     def get(self, request, slug):
         project = selectors.project_for_labeling(slug)
         if project is None:
@@ -56,34 +183,59 @@ class NextItem(APIView):
         )
 
 
-class RankItem(APIView):
-    """Submit your ranking of an item leased to you; it becomes preference pairs at once."""
+class _ItemAction(APIView):
+    """An action on an item leased to you: ``/api/items/<item_id>/...``."""
 
     permission_classes = [IsLabeler]
 
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        if kwargs["item_id"] > MAX_ID:
+            raise NotFound("This item is not assigned to you.")
+
+
+class RankItem(_ItemAction):
+    """Submit your ranking of an item leased to you; it becomes preference pairs at once."""
+
+    @extend_schema(request=RankingInputSerializer, responses={201: RankingSerializer, **error_responses(400, 404, 409)})
     def post(self, request, item_id):
-        ranking = labeling.ranking_submit(labeler=request.user, item_id=item_id, **_ranking_input(request.data))
+        data = _ranking_input(request.data)
+        ranking = labeling.ranking_submit(
+            labeler=request.user, item_id=item_id, tiers=data["tiers"], rationale=data["rationale"] or "",
+            time_spent_ms=data["time_spent_ms"],
+        )
         return Response(_ranking_json(ranking), status=status.HTTP_201_CREATED)
 
 
-class SkipItem(APIView):
-    permission_classes = [IsLabeler]
+class SkipItem(_ItemAction):
+    """Pass on an item leased to you, saying why; it never comes back to you."""
 
+    @extend_schema(request=SkipSerializer, responses={200: SkipResultSerializer, **error_responses(400, 404, 409)})
     def post(self, request, item_id):
         data = _valid(SkipSerializer, request)
         labeling.assignment_skip(labeler=request.user, item_id=item_id, reason=data["reason"])
         return Response({"item": item_id, "status": "skipped"})
 
 
-class FlagItem(APIView):
-    permission_classes = [IsLabeler]
+class FlagItem(_ItemAction):
+    """Report an item leased to you that cannot be ranked as it is; it leaves the queue until an admin reviews it."""
 
+    @extend_schema(request=FlagSerializer, responses={201: FlagResultSerializer, **error_responses(400, 404, 409)})
     def post(self, request, item_id):
         data = _valid(FlagSerializer, request)
         flag = labeling.item_flag(labeler=request.user, item_id=item_id, **data)
         return Response({"id": flag.pk, "item": item_id, "reason": flag.reason, "status": flag.status}, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("labeler", int, description="Only this labeler's rankings (researchers and admins)."),
+            OpenApiParameter("project", str, description="Only rankings in this project (slug)."),
+        ],
+        responses={200: RankingSerializer(many=True), **error_responses(400, 404)},
+    )
+)
 class RankingList(generics.ListAPIView):
     """Labelers see their own rankings; researchers and admins see everyone's (``?labeler=``, ``?project=``)."""
 
@@ -95,7 +247,8 @@ class RankingList(generics.ListAPIView):
         if not self.request.user.has_perm(EXPLORE):
             rankings = rankings.filter(labeler=self.request.user)
         elif labeler := self.request.query_params.get("labeler"):
-            rankings = rankings.filter(labeler_id=labeler if labeler.isdigit() else -1)
+            labeler_id = int64(labeler)
+            rankings = rankings.filter(labeler_id=labeler_id) if labeler_id is not None else rankings.none()
         if project := self.request.query_params.get("project"):
             rankings = rankings.filter(item__project__slug=project)
         return rankings
@@ -106,10 +259,12 @@ class RankingDetail(APIView):
 
     permission_classes = [IsLabeler | CanExplore]
 
+    @extend_schema(responses={200: RankingSerializer, **error_responses(404)})
     def get(self, request, pk):
         rankings = Ranking.objects.all() if request.user.has_perm(EXPLORE) else Ranking.objects.filter(labeler=request.user)
         return Response(RankingSerializer(get_object_or_404(rankings, pk=pk)).data)
 
+    @extend_schema(request=RankingReviseSerializer, responses={200: RankingSerializer, **error_responses(400, 404, 409)})
     def patch(self, request, pk):
         data = _ranking_input(request.data)
         ranking = labeling.ranking_revise(labeler=request.user, ranking_id=pk, tiers=data["tiers"], rationale=data["rationale"])
@@ -117,8 +272,11 @@ class RankingDetail(APIView):
 
 
 class ProjectProgress(APIView):
+    """Item counts, rankings and time per labeler, skips and open flags. Researchers and admins."""
+
     permission_classes = [CanExplore]
 
+    @extend_schema(responses={200: ProjectProgressSerializer, **error_responses(404)})
     def get(self, request, slug):
         project = get_object_or_404(Project, slug=slug)
         dashboard = selectors.project_dashboard(project)
@@ -128,15 +286,21 @@ class ProjectProgress(APIView):
 
 
 class ProjectAgreement(APIView):
+    """Agreement between labelers on the items ranked by more than one. Researchers and admins."""
+
     permission_classes = [CanExplore]
 
+    @extend_schema(responses={200: ProjectAgreementSerializer, **error_responses(404)})
     def get(self, request, slug):
         return Response(selectors.project_agreement(get_object_or_404(Project, slug=slug)))
 
 
 class FlagList(APIView):
+    """The project's open flags, oldest first (unpaginated). Admins."""
+
     permission_classes = [IsAdmin]
 
+    @extend_schema(responses={200: OpenFlagSerializer(many=True), **error_responses(404)})
     def get(self, request, slug):
         flags = selectors.open_flags(get_object_or_404(Project, slug=slug))
         return Response(
@@ -150,6 +314,7 @@ class FlagReview(APIView):
     permission_classes = [IsAdmin]
     decision = "dismiss"
 
+    @extend_schema(request=None, responses={200: FlagReviewResultSerializer, **error_responses(404, 409)})
     def post(self, request, pk):
         review = labeling.flag_dismiss if self.decision == "dismiss" else labeling.flag_retire
         flag = review(admin=request.user, flag_id=pk)
@@ -157,16 +322,16 @@ class FlagReview(APIView):
 
 
 def _ranking_input(data) -> dict:
-    """``tiers`` (lists of response ids, best tier first; ties share a tier), optional ``rationale`` and
-    ``time_spent_ms``, checked by hand on the hot path (a serializer costs more than the checks); the tiers
-    themselves are validated by the service."""
+    """``tiers`` (lists of response ids, best tier first; ties share a tier), optional ``rationale`` (None when left
+    out, so a revision keeps the old one) and ``time_spent_ms``, checked by hand on the hot path (a serializer costs
+    more than the checks); the tiers themselves are validated by the service."""
     if not hasattr(data, "get"):
         raise ValidationError({"detail": "Send a JSON object with `tiers`."})
-    rationale, time_spent_ms = data.get("rationale", ""), data.get("time_spent_ms")
+    rationale, time_spent_ms = data.get("rationale"), data.get("time_spent_ms")
     errors = {}
     if "tiers" not in data:
         errors["tiers"] = ["This field is required."]
-    if not isinstance(rationale, str):
+    if rationale is not None and not isinstance(rationale, str):
         errors["rationale"] = ["Must be a string."]
     if time_spent_ms is not None and (not isinstance(time_spent_ms, int) or isinstance(time_spent_ms, bool) or time_spent_ms < 0):
         errors["time_spent_ms"] = ["Must be a whole number of milliseconds, 0 or more."]

@@ -1,18 +1,29 @@
 from dataclasses import asdict
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, status
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation import selectors, services
-from annotation.api.serializers import ImportReportSerializer, ProjectSerializer, PromptImportSerializer, PromptSerializer
+from annotation.api.serializers import (
+    ImportErrorSerializer,
+    ImportReportSerializer,
+    ProjectSerializer,
+    PromptImportSerializer,
+    PromptSerializer,
+)
 from annotation.importing import ImportFileError, RowError, parse_row
-from annotation.models import Project
-from config.api import AnyRoleReadsAdminWrites, CanExplore, IsAdmin
+from annotation.models import Project, Prompt
+from config.api import AnyRoleReadsAdminWrites, CanExplore, IsAdmin, ValidationErrorSerializer, error_responses
 
 
+@extend_schema_view(
+    get=extend_schema(responses={200: ProjectSerializer(many=True), **error_responses(404)}),
+    post=extend_schema(responses={201: ProjectSerializer, **error_responses(400)}),
+)
 class ProjectList(generics.ListCreateAPIView):
     """Projects. Every role lists them; admins create them."""
 
@@ -24,6 +35,7 @@ class ProjectList(generics.ListCreateAPIView):
         serializer.instance = services.project_create(created_by=self.request.user, **serializer.validated_data)
 
 
+@extend_schema_view(get=extend_schema(responses={200: ProjectSerializer, **error_responses(404)}))
 class ProjectDetail(generics.RetrieveAPIView):
     serializer_class = ProjectSerializer
     permission_classes = [AnyRoleReadsAdminWrites]
@@ -31,6 +43,15 @@ class ProjectDetail(generics.RetrieveAPIView):
     lookup_field = "slug"
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("split", str, enum=Prompt.Split.values, description="Only prompts of this split."),
+            OpenApiParameter("search", str, description="Text within the messages, or an exact external id."),
+        ],
+        responses={200: PromptSerializer(many=True), **error_responses(400, 404)},
+    )
+)
 class PromptList(generics.ListAPIView):
     """A project's prompts (admins and researchers). Filters: ``split``, ``search``."""
 
@@ -44,6 +65,7 @@ class PromptList(generics.ListAPIView):
         )
 
 
+@extend_schema_view(get=extend_schema(responses={200: PromptSerializer, **error_responses(404)}))
 class PromptDetail(generics.RetrieveAPIView):
     serializer_class = PromptSerializer
     permission_classes = [CanExplore]
@@ -58,6 +80,21 @@ class PromptImport(APIView):
     permission_classes = [IsAdmin]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
 
+    @extend_schema(
+        request=PromptImportSerializer,
+        responses={
+            201: ImportReportSerializer,
+            **error_responses(404),
+            400: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="PromptImportError",
+                    serializers=[ValidationErrorSerializer, ImportErrorSerializer],
+                    resource_type_field_name=None,
+                ),
+                description="Invalid fields, or a row or file that cannot be imported (then nothing is imported).",
+            ),
+        },
+    )
     def post(self, request, slug):
         project = get_object_or_404(Project, slug=slug)
         serializer = PromptImportSerializer(data=request.data)

@@ -1,6 +1,11 @@
+import math
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from generation.models import ModelVersion
+from config.api import MAX_ID
+from generation.jobs import MAX_NEW_TOKENS
+from generation.models import GenerationJob, ModelVersion
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):
@@ -16,41 +21,103 @@ class ModelVersionSerializer(serializers.ModelSerializer):
 
 
 class PlanEntrySerializer(serializers.Serializer):
-    model = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
-    n = serializers.IntegerField(min_value=1, max_value=8)
+    model = serializers.SlugRelatedField(
+        slug_field="name", queryset=ModelVersion.objects.all(), help_text="A policy model version's name."
+    )
+    n = serializers.IntegerField(min_value=1, max_value=8, help_text="Candidates per prompt from this model.")
+
+
+class PromptSelectionSerializer(serializers.Serializer):
+    MODES = [
+        ("missing", "Prompts without a ranking item yet"),
+        ("heldout", "The held-out split"),
+        ("ids", "The prompts listed in ids"),
+    ]
+
+    mode = serializers.ChoiceField(choices=MODES, default="missing")
+    ids = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, help_text="Prompt ids, for mode ids."
+    )
+
+    def validate(self, attrs):
+        if attrs["mode"] != "ids":
+            attrs.pop("ids", None)  # stored with the job: only what the selection used
+        return attrs
+
+
+@extend_schema_field(PromptSelectionSerializer)
+class PromptSelectionField(serializers.DictField):
+    """A stored prompt selection, shown as it was saved."""
+
+
+class SamplingSerializer(serializers.Serializer):
+    """Documents the ``sampling`` object; the generation service validates it (and names the field it refuses)."""
+
+    temperature = serializers.FloatField(required=False, min_value=0, max_value=2, help_text="0 to 2 (default 0.8); 0 is greedy.")
+    top_p = serializers.FloatField(required=False, min_value=0, max_value=1, help_text="Above 0, at most 1 (default 0.95).")
+    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=MAX_NEW_TOKENS, help_text="Default 256.")
+    seed = serializers.IntegerField(required=False, min_value=0, help_text="Default 0.")
+    stop = serializers.ListField(child=serializers.CharField(), required=False, help_text="Stop strings.")
+
+
+@extend_schema_field(SamplingSerializer)
+class SamplingField(serializers.DictField):
+    """Sampling settings, passed to the generation service as they come, but for numbers too large to be finite
+    (JSON such as ``1e999``), which the service cannot convert."""
+
+    def to_internal_value(self, data):
+        data = super().to_internal_value(data)
+        infinite = sorted(key for key, value in data.items() if isinstance(value, float) and not math.isfinite(value))
+        if infinite:
+            raise serializers.ValidationError({key: ["Must be a finite number."] for key in infinite})
+        return data
 
 
 class GenerationJobCreateSerializer(serializers.Serializer):
-    project = serializers.SlugField()
-    models = PlanEntrySerializer(many=True, allow_empty=False)
-    prompts = serializers.DictField(default=dict, help_text='{"mode": "missing" | "heldout" | "ids", "ids": [...]}')
-    sampling = serializers.DictField(default=dict, help_text="temperature, top_p, max_new_tokens, seed, stop")
-    backend = serializers.ChoiceField(choices=["auto", "vllm", "transformers"], default="auto")
+    project = serializers.SlugField(help_text="The project's slug (404 when there is no such project).")
+    models = PlanEntrySerializer(many=True, allow_empty=False, help_text="Whose candidates: the n add up to the project's K.")
+    prompts = PromptSelectionSerializer(required=False, help_text="Which prompts (default: those without an item yet).")
+    sampling = SamplingField(default=dict)
+    backend = serializers.ChoiceField(choices=GenerationJob.Backend.choices, default="auto")
+
+
+class PlanEntryOutSerializer(serializers.Serializer):
+    model = serializers.CharField()
+    n = serializers.IntegerField()
+
+
+class JobProgressSerializer(serializers.Serializer):
+    percent = serializers.IntegerField()
+    elapsed_seconds = serializers.FloatField()
+    tokens_per_second = serializers.FloatField(allow_null=True, help_text="While generating (model loading left out).")
+    eta_seconds = serializers.FloatField(allow_null=True, help_text="While running.")
 
 
 class GenerationJobSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     project = serializers.CharField(source="project.slug")
-    status = serializers.CharField()
-    backend = serializers.CharField()
+    status = serializers.ChoiceField(choices=GenerationJob.Status.choices)
+    backend = serializers.ChoiceField(choices=GenerationJob.Backend.choices)
     models = serializers.SerializerMethodField()
-    prompt_selection = serializers.DictField()
-    sampling = serializers.DictField()
+    prompt_selection = PromptSelectionField()
+    sampling = SamplingField(help_text="The sampling settings, every key filled in.")
     prompts_total = serializers.IntegerField()
     prompts_done = serializers.IntegerField()
     tokens_generated = serializers.IntegerField()
     load_seconds = serializers.FloatField()
     duplicates_dropped = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
-    error = serializers.CharField()
+    error = serializers.CharField(allow_blank=True)
     progress = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
+    @extend_schema_field(PlanEntryOutSerializer(many=True))
     def get_models(self, job) -> list[dict]:
         return [{"model": entry.model_version.name, "n": entry.n} for entry in job.model_plan.all()]
 
+    @extend_schema_field(JobProgressSerializer)
     def get_progress(self, job) -> dict:
         from generation.selectors import job_progress
 

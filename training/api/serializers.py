@@ -1,14 +1,57 @@
+import json
+from dataclasses import fields
+
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.api.serializers import PairFilterField
 from annotation.models import Project
 from annotation.pairs import pair_filter_from
 from generation.models import ModelVersion
 from training import selectors
 from training.models import ScoringJob, TrainingMetric, TrainingRun
-from training.trainers.settings import SettingsError, training_settings
+from training.trainers.settings import DEFAULT_LEARNING_RATE, ONLY_FOR, SettingsError, TrainingSettings, training_settings
 
+# --- training settings, described from the TrainingSettings dataclass ---------------------------------------------
+
+_DECIDED_LATER = {
+    "bf16": "auto (null: decided for the device)",
+    "gradient_checkpointing": "auto (null: decided for the device)",
+    "learning_rate": f"0, the kind's default ({', '.join(f'{kind} {rate}' for kind, rate in DEFAULT_LEARNING_RATE.items())})",
+}
+
+
+def _setting_field(setting) -> serializers.Field:
+    default = json.dumps(list(setting.default) if isinstance(setting.default, tuple) else setting.default)
+    only = f" Only for {ONLY_FOR[setting.name]} runs." if setting.name in ONLY_FOR else ""
+    options = {"required": False, "help_text": f"Default: {_DECIDED_LATER.get(setting.name, default)}.{only}"}
+    if setting.type == "tuple[str, ...]":
+        return serializers.ListField(child=serializers.CharField(), **options)
+    if setting.type in ("bool", "bool | None"):
+        return serializers.BooleanField(allow_null=setting.type == "bool | None", **options)
+    return {"int": serializers.IntegerField, "float": serializers.FloatField, "str": serializers.CharField}[setting.type](**options)
+
+
+TrainingSettingsSerializer = type(
+    "TrainingSettingsSerializer",
+    (serializers.Serializer,),
+    {
+        "__doc__": "Training settings; missing ones take their defaults. Validated by training.trainers.settings.",
+        "__module__": __name__,
+        **{
+            setting.name: _setting_field(setting)
+            for setting in fields(TrainingSettings)
+            if setting.name != "kind"
+        },
+    },
+)
+
+
+@extend_schema_field(TrainingSettingsSerializer)
+class TrainingSettingsField(serializers.DictField):
+    """Training settings, passed to training.trainers.settings as they come."""
 
 
 # --- training runs ---------------------------------------------------------------------------------------------------
@@ -18,14 +61,13 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     """A launch request. Model versions are looked up by name and projects by slug, so an unknown one is a 400 on its
     field; the kind of model (policy or reward) is the service's check."""
 
-    kind = serializers.ChoiceField(choices=TrainingRun.Kind.values)
+    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     base_version = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
     projects = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all(), many=True, allow_empty=False)
-    pair_filter = serializers.DictField(
-        default=dict,
-        help_text="sources ([human, import]), exclude_flagged, min_agreement (0-1), created_from / created_to (YYYY-MM-DD), eval_fraction",
+    pair_filter = PairFilterField(default=dict)
+    settings = TrainingSettingsField(
+        default=dict, help_text="Training settings; see the README (Training). Missing ones take their defaults."
     )
-    settings = serializers.DictField(default=dict, help_text="Training settings; see the README (Training). Missing ones take their defaults.")
 
     def validate_projects(self, projects):
         return list(dict.fromkeys(projects))
@@ -61,31 +103,39 @@ def _pair_filter_errors(data: dict) -> dict[str, list[str]]:
     return {}
 
 
+class RunProgressSerializer(serializers.Serializer):
+    percent = serializers.IntegerField()
+    elapsed_seconds = serializers.FloatField()
+    eta_seconds = serializers.FloatField(allow_null=True, help_text="While running.")
+    seconds_per_step = serializers.FloatField(allow_null=True, help_text="Once training steps began (loading left out).")
+
+
 class TrainingRunSerializer(serializers.Serializer):
     id = serializers.IntegerField()
-    kind = serializers.CharField()
-    status = serializers.CharField()
+    kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
+    status = serializers.ChoiceField(choices=TrainingRun.Status.choices)
     base_version = serializers.CharField(source="base_version.name")
     projects = serializers.SerializerMethodField()
-    config = serializers.DictField()
-    pair_filter = serializers.DictField()
-    dataset_manifest = serializers.DictField()
+    config = TrainingSettingsField(help_text="The validated settings that apply to this kind of run.")
+    pair_filter = PairFilterField(help_text="The filter as applied, every key filled in.")
+    dataset_manifest = serializers.DictField(help_text="Row counts and content hash of the exact pairs used.")
     step = serializers.IntegerField()
     total_steps = serializers.IntegerField()
     progress = serializers.SerializerMethodField()
-    summary = serializers.DictField()
-    model_version = serializers.SerializerMethodField()
+    summary = serializers.DictField(help_text="Runtime, samples per second, examples used, device (once finished).")
+    model_version = serializers.SerializerMethodField(help_text="The model version the run registered, once it succeeded.")
     cancel_requested = serializers.BooleanField()
-    error = serializers.CharField()
+    error = serializers.CharField(allow_blank=True)
     requested_by = serializers.SerializerMethodField()
     created_at = serializers.DateTimeField()
-    started_at = serializers.DateTimeField()
-    training_started_at = serializers.DateTimeField()
-    finished_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    training_started_at = serializers.DateTimeField(allow_null=True, help_text="When the first step began (after loading).")
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_projects(self, run) -> list[str]:
         return sorted(project.slug for project in run.projects.all())
 
+    @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:
         return selectors.run_progress(run).as_dict()
 
@@ -111,6 +161,22 @@ class ScoringJobCreateSerializer(serializers.Serializer):
     reward_version = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
 
 
+class ScoringProgressSerializer(serializers.Serializer):
+    percent = serializers.IntegerField()
+    elapsed_seconds = serializers.FloatField()
+
+
+class AccuracySerializer(serializers.Serializer):
+    pairs = serializers.IntegerField(help_text="Human pairs the reward model did not train on, both responses scored.")
+    correct = serializers.IntegerField(help_text="Pairs where the chosen response scored higher.")
+    accuracy = serializers.FloatField(allow_null=True, help_text="correct / pairs; null without pairs.")
+
+
+class RewardAccuracySerializer(AccuracySerializer):
+    project = serializers.CharField()
+    reward_version = serializers.CharField()
+
+
 class ScoringJobSerializer(serializers.ModelSerializer):
     project = serializers.CharField(source="project.slug")
     reward_version = serializers.CharField(source="reward_version.name")
@@ -123,6 +189,7 @@ class ScoringJobSerializer(serializers.ModelSerializer):
             "cancel_requested", "error", "created_at", "started_at", "finished_at",
         ]
 
+    @extend_schema_field(ScoringProgressSerializer)
     def get_progress(self, job) -> dict:
         end = job.finished_at or timezone.now()
         elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
@@ -138,12 +205,14 @@ class ScoringJobDetailSerializer(ScoringJobSerializer):
     class Meta(ScoringJobSerializer.Meta):
         fields = [*ScoringJobSerializer.Meta.fields, "accuracy"]
 
+    @extend_schema_field(AccuracySerializer)
     def get_accuracy(self, job) -> dict:
         return selectors.reward_accuracy(job.reward_version, job.project)
 
 
 class QueueOrderSerializer(serializers.Serializer):
-    order = serializers.ChoiceField(choices=Project.QueueOrder.values)
+    order = serializers.ChoiceField(choices=Project.QueueOrder.choices)
     reward_version = serializers.SlugRelatedField(
-        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True
+        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True,
+        help_text="The reward model whose scores order the queue (needed for reward_spread).",
     )

@@ -5,16 +5,18 @@ The services refuse what they cannot do with a ValidationError, which config.api
 """
 
 from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.models import Project
-from config.api import CanExplore, IsAdmin
+from config.api import CanExplore, IsAdmin, error_responses, int64
 from generation.models import ModelVersion
 from training import scoring, selectors, services
 from training.api.serializers import (
     QueueOrderSerializer,
+    RewardAccuracySerializer,
     ScoringJobCreateSerializer,
     ScoringJobDetailSerializer,
     ScoringJobSerializer,
@@ -27,6 +29,17 @@ from training.models import ScoringJob, TrainingMetric, TrainingRun
 # --- training runs ---------------------------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=TrainingRun.Status.values, description="Only runs in this status."),
+            OpenApiParameter("kind", str, enum=TrainingRun.Kind.values, description="Only runs of this kind."),
+            OpenApiParameter("project", str, description="Only runs that train on this project (slug)."),
+        ],
+        responses={200: TrainingRunSerializer(many=True), **error_responses(400, 404)},
+    ),
+    post=extend_schema(request=TrainingRunCreateSerializer, responses={201: TrainingRunSerializer, **error_responses(400)}),
+)
 class TrainingRunList(generics.ListAPIView):
     """Training runs, newest first (filters: ``status``, ``kind``, ``project`` slug).
 
@@ -62,6 +75,7 @@ class TrainingRunList(generics.ListAPIView):
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(get=extend_schema(responses={200: TrainingRunSerializer, **error_responses(404)}))
 class TrainingRunDetail(generics.RetrieveAPIView):
     """One run with its progress, settings, dataset manifest and, once it succeeded, the model version it made.
     Researchers and admins."""
@@ -79,11 +93,22 @@ class TrainingRunCancel(APIView):
 
     permission_classes = [IsAdmin]
 
+    @extend_schema(request=None, responses={200: TrainingRunSerializer, **error_responses(400, 404)})
     def post(self, request, pk):
         run = services.training_run_cancel(run=get_object_or_404(TrainingRun, pk=pk))
         return Response(TrainingRunSerializer(selectors.runs_with_versions().get(pk=run.pk)).data)
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[
+            OpenApiParameter("split", str, enum=TrainingMetric.Split.values, description="Only this split's rows."),
+            OpenApiParameter("name", str, description="Only this metric (e.g. loss)."),
+            OpenApiParameter("after_step", {"type": "integer", "minimum": 0}, description="Only rows of later steps."),
+        ],
+        responses={200: TrainingMetricSerializer(many=True), **error_responses(400, 404)},
+    )
+)
 class TrainingRunMetrics(generics.ListAPIView):
     """A run's logged metrics as ``{step, split, name, value}`` rows in step order, unpaginated. Researchers and admins.
     Filters: ``split`` (train or eval), ``name``, ``after_step`` (only later steps: poll for new rows)."""
@@ -102,16 +127,24 @@ class TrainingRunMetrics(generics.ListAPIView):
             metrics = metrics.filter(split=params["split"])
         if params.get("name"):
             metrics = metrics.filter(name=params["name"])
-        if params.get("after_step"):
-            if not params["after_step"].isdigit():
+        if after_step := params.get("after_step"):
+            if not after_step.isdecimal():
                 raise serializers.ValidationError({"after_step": "Give a whole number."})
-            metrics = metrics.filter(step__gt=int(params["after_step"]))
+            step = int64(after_step)  # None: past any step a run can log
+            metrics = metrics.filter(step__gt=step) if step is not None else metrics.none()
         return metrics
 
 
 # --- scoring jobs --------------------------------------------------------------------------------------------------
 
 
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[OpenApiParameter("project", str, description="Only jobs of this project (slug).")],
+        responses={200: ScoringJobSerializer(many=True), **error_responses(400, 404)},
+    ),
+    post=extend_schema(request=ScoringJobCreateSerializer, responses={201: ScoringJobDetailSerializer, **error_responses(400)}),
+)
 class ScoringJobList(generics.ListAPIView):
     """Scoring jobs, newest first (filter: ``project`` slug).
 
@@ -135,6 +168,7 @@ class ScoringJobList(generics.ListAPIView):
         return Response(ScoringJobDetailSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema_view(get=extend_schema(responses={200: ScoringJobDetailSerializer, **error_responses(404)}))
 class ScoringJobDetail(generics.RetrieveAPIView):
     """A scoring job with its progress and the reward model's accuracy on the project's human pairs it did not train
     on. Researchers and admins."""
@@ -150,6 +184,7 @@ class ScoringJobCancel(APIView):
 
     permission_classes = [IsAdmin]
 
+    @extend_schema(request=None, responses={200: ScoringJobDetailSerializer, **error_responses(400, 404)})
     def post(self, request, pk):
         job = scoring.scoring_job_cancel(job=get_object_or_404(ScoringJob, pk=pk))
         return Response(ScoringJobDetailSerializer(job).data)
@@ -167,9 +202,11 @@ class QueueOrder(APIView):
 
     permission_classes = [CanExplore]
 
+    @extend_schema(responses={200: QueueOrderSerializer, **error_responses(404)})
     def get(self, request, slug):
         return Response(_queue_order(get_object_or_404(Project, slug=slug)))
 
+    @extend_schema(request=QueueOrderSerializer, responses={200: QueueOrderSerializer, **error_responses(400, 404)})
     def post(self, request, slug):
         project = get_object_or_404(Project, slug=slug)
         data = QueueOrderSerializer(data=request.data)
@@ -191,6 +228,10 @@ class RewardAccuracy(APIView):
 
     permission_classes = [CanExplore]
 
+    @extend_schema(
+        parameters=[OpenApiParameter("model", str, required=True, description="A reward model version's name.")],
+        responses={200: RewardAccuracySerializer, **error_responses(400, 404)},
+    )
     def get(self, request, slug):
         project = get_object_or_404(Project, slug=slug)
         version = ModelVersion.objects.filter(name=request.query_params.get("model", ""), kind=ModelVersion.Kind.REWARD).first()

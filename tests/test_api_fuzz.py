@@ -1,0 +1,204 @@
+"""Property-based API test: schemathesis generates requests from our own OpenAPI schema, sends them to a live server
+with an admin's token, and checks that no response is a server error and that every response matches the schema
+(status code, content type, body, headers).
+
+The run is bounded and reproducible: a fixed seed, a fixed number of examples per operation and no example
+database. Path parameters, and the query parameters and body fields that name projects, model versions, labelers or
+response ids, are drawn half from generated values and half from the rows made below, so the operations reach real
+objects (and their state checks) rather than only their 404s and 400s.
+"""
+
+import re
+
+import hypothesis.strategies as st
+import pytest
+import schemathesis
+from _pytest.nodeid import coerce_node_id
+from _pytest.nodes import Node
+from rest_framework.authtoken.models import Token
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    ignored_auth,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from annotation import exports
+from annotation.labeling import assignment_next, item_flag, ranking_submit
+from annotation.models import Export, ItemFlag, Prompt, Ranking, RankingItem
+from annotation.roles import ADMIN, LABELER
+from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
+from tests.factories import ProjectFactory, PromptFactory, make_item, user_with_role
+from tests.training_tests.conftest import rank_items
+from training.models import CandidateScore, ScoringJob, TrainingMetric, TrainingRun
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+if not hasattr(Node, "_nodeid"):
+    # schemathesis 4.32 names each operation's subtest by rewriting `Node._nodeid`, which pytest 9.2 replaced with a
+    # structured `_id`: give the old attribute back (drop this once schemathesis goes through `nodeid`).
+    Node._nodeid = property(lambda node: node.nodeid, lambda node, value: setattr(node, "_id", coerce_node_id(value)))
+
+SEED = 20261115
+EXAMPLES_PER_OPERATION = 15
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+    ignored_auth,  # a request that succeeded is sent again without the token, and with a wrong one: both refused
+]
+
+
+@pytest.fixture
+def fuzz_data(db):
+    """A small but complete project: ranked items and their pairs, an item ranked by the admin (to revise), one
+    leased to the admin (to rank, skip or flag), a flagged one, one left in the queue and a prompt without an item
+    (to generate for); an export, a queued generation job, a training run with metrics and a scoring job with scores.
+    Returns the admin, and the query and body values that name these rows."""
+    admin = user_with_role(ADMIN, "fuzz-admin")
+    labeler = user_with_role(LABELER, "fuzz-labeler")
+    project = ProjectFactory(slug="fuzz", name="Fuzz", responses_per_item=3)
+    policy = ModelVersion.objects.create(name="fuzz-policy", base_model="org/fuzz-policy")
+    reward = ModelVersion.objects.create(
+        name="fuzz-reward", base_model="org/fuzz-policy", adapter_path="/fuzz/reward-adapter", kind=ModelVersion.Kind.REWARD
+    )
+    rank_items(project, policy, labeler, prompts=4, heldout=1)
+    for _ in range(4):
+        make_item(project)
+    PromptFactory(project=project)
+    ranked = _leased(admin, project)
+    ranking_submit(labeler=admin, item_id=ranked, tiers=_best_first(ranked))
+    item_flag(labeler=labeler, item_id=_leased(labeler, project), reason=ItemFlag.Reason.BROKEN, note="cut off")
+    leased = _leased(admin, project)
+    exports.export_create(projects=[project], export_format="jsonl")
+    job = GenerationJob.objects.create(project=project, prompt_selection={"mode": "missing"}, prompts_total=1)
+    GenerationJobModel.objects.create(job=job, model_version=policy, n=3)
+    run = TrainingRun.objects.create(kind=TrainingRun.Kind.DPO, base_version=policy, config={"beta": 0.1})
+    run.projects.set([project])
+    TrainingMetric.objects.bulk_create(
+        TrainingMetric(run=run, step=step, split=split, name="loss", value=1.0 / step)
+        for step in (1, 2)
+        for split in ("train", "eval")
+    )
+    scoring = ScoringJob.objects.create(project=project, reward_version=reward)
+    CandidateScore.objects.bulk_create(
+        CandidateScore(candidate=candidate, reward_version=reward, score=float(candidate.pk), scoring_job=scoring)
+        for candidate in Candidate.objects.filter(prompt__project=project)
+    )
+    body_values = {
+        "project": [project.slug], "projects": [[project.slug]], "base_version": [policy.name], "reward_version": [reward.name],
+        "model": [policy.name], "n": [project.responses_per_item], "tiers": [_best_first(ranked)[::-1], _best_first(leased)],
+    }
+    query_values = {"project": [project.slug], "model": [reward.name], "labeler": [labeler.pk], "model_versions": [policy.name]}
+    return {"admin": admin, "body_values": body_values, "query_values": query_values}
+
+
+def _leased(user, project) -> int:
+    return assignment_next(labeler=user, project=project).item_id
+
+
+def _best_first(item_id: int) -> list[list[int]]:
+    candidates = RankingItem.objects.get(pk=item_id).candidates.order_by("id")
+    return [[candidate_id] for candidate_id in candidates.values_list("id", flat=True)]
+
+
+def known_path_values() -> dict[str, dict[str, list]]:
+    """The ids and names that exist, by the path segment before the parameter (``exports`` in /api/exports/{id}/)."""
+    ids = {
+        "exports": Export.objects.all(), "flags": ItemFlag.objects.all(), "generation-jobs": GenerationJob.objects.all(),
+        "rankings": Ranking.objects.all(), "training-runs": TrainingRun.objects.all(), "scoring-jobs": ScoringJob.objects.all(),
+        "items": RankingItem.objects.all(), "prompts": Prompt.objects.all(),
+    }
+    known = {segment: {"id": list(rows.values_list("pk", flat=True)), "item_id": []} for segment, rows in ids.items()}
+    known["items"]["item_id"] = known["items"]["id"]
+    known["projects"] = {"slug": ["fuzz"]}
+    known["models"] = {"name": list(ModelVersion.objects.values_list("name", flat=True))}
+    return known
+
+
+# What Django's path converters accept (<int:...> and <slug:...>, as the schema's path parameters say).
+ROUTABLE = {"id": re.compile(r"[0-9]+"), "item_id": re.compile(r"[0-9]+"), "slug": re.compile(r"[-\w]+", re.ASCII)}
+ROUTABLE["name"] = ROUTABLE["slug"]
+
+
+def reaches_the_api(case) -> bool:
+    """False for a negative path parameter that no route matches (``/api/exports/-1/``). Django's URL resolver answers
+    those with the site's HTML 404 page before any API view runs: a JSON 404 for unknown /api/ URLs needs a
+    ``handler404`` in config/urls.py, outside the API modules. Until then such requests are left out."""
+    return all(ROUTABLE[name].fullmatch(str(value)) for name, value in (case.path_parameters or {}).items())
+
+
+def _generated_or_known(value, known_values: list):
+    """The generated value half of the time, one of ``known_values`` otherwise."""
+    return st.one_of(st.just(value), st.sampled_from(known_values)) if known_values else st.just(value)
+
+
+def _with_known_values(value, known: dict):
+    """``value`` with each field named in ``known`` (at any depth) possibly swapped for a known value."""
+    if isinstance(value, dict):
+        return st.fixed_dictionaries({key: _field_with_known_values(key, item, known) for key, item in value.items()})
+    if isinstance(value, list):
+        return st.tuples(*(_with_known_values(item, known) for item in value)).map(list)
+    return st.just(value)
+
+
+def _field_with_known_values(key: str, value, known: dict):
+    return _with_known_values(value, known).flatmap(lambda drawn: _generated_or_known(drawn, known.get(key, [])))
+
+
+def _segment_before(path: str, parameter: str) -> str:
+    parts = path.strip("/").split("/")
+    return parts[parts.index("{" + parameter + "}") - 1]
+
+
+@pytest.fixture
+def api_schema(live_server, fuzz_data):
+    token = Token.objects.create(user=fuzz_data["admin"])
+    config = schemathesis.Config.from_dict(
+        {
+            "seed": SEED,
+            "headers": {"Authorization": f"Token {token.key}"},
+            "generation": {"max-examples": EXAMPLES_PER_OPERATION, "database": "none"},
+            # Timing-based health checks would make the run depend on the machine's load; the filter below drops
+            # the unroutable path parameters of negative cases by design.
+            "suppress-health-check": ["too_slow", "filter_too_much"],
+        }
+    )
+    schema = schemathesis.openapi.from_url(f"{live_server.url}/api/schema/", config=config)
+    known = known_path_values()
+
+    @schema.hook
+    def flatmap_path_parameters(context, path_parameters):
+        path = context.operation.path
+        return st.fixed_dictionaries(
+            {
+                name: _generated_or_known(value, known.get(_segment_before(path, name), {}).get(name, []))
+                for name, value in (path_parameters or {}).items()
+            }
+        )
+
+    @schema.hook
+    def flatmap_query(context, query):
+        return _with_known_values(query, fuzz_data["query_values"])
+
+    @schema.hook
+    def flatmap_body(context, body):
+        return _with_known_values(body, fuzz_data["body_values"])
+
+    @schema.hook
+    def filter_case(context, case):
+        return reaches_the_api(case)
+
+    return schema
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+def test_the_api_matches_its_schema_and_never_fails(case):
+    case.call_and_validate(checks=CHECKS)
