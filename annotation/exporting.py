@@ -219,13 +219,21 @@ def parquet_schema():
 
 
 def write_parquet(rows: Iterable[dict], path: Path) -> None:
+    """Rows become Arrow tables a chunk at a time (Python dicts are the costly part); chunks are written together
+    as row groups of PARQUET_ROW_GROUP rows, which readers and compression prefer to many small groups."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = parquet_schema()
+    pending: list = []
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
-        for batch in _batches(rows, PARQUET_ROW_GROUP):
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+        for batch in _batches(rows, CHUNK):
+            pending.append(pa.Table.from_pylist(batch, schema=schema))
+            if sum(table.num_rows for table in pending) >= PARQUET_ROW_GROUP:
+                writer.write_table(pa.concat_tables(pending))
+                pending = []
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
 
 
 def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
