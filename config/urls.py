@@ -100,3 +100,5 @@ pages = [
 ]
 
 urlpatterns = api + pages
+
+handler404 = "config.web.page_not_found"

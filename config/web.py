@@ -37,3 +37,14 @@ def validation_message(exc: ValidationError) -> str:
     if hasattr(exc, "error_dict"):
         return "; ".join(f"{field}: {' '.join(errors)}" for field, errors in exc.message_dict.items())
     return " ".join(exc.messages)
+
+
+def page_not_found(request, exception):
+    """API clients get JSON for a path that matches no route (e.g. /api/exports/-1/); people get the 404 page."""
+    if request.path.startswith("/api/"):
+        from django.http import JsonResponse
+
+        return JsonResponse({"detail": "Not found."}, status=404)
+    from django.views.defaults import page_not_found as html_page_not_found
+
+    return html_page_not_found(request, exception)

@@ -195,3 +195,9 @@ def test_a_model_folder_that_cannot_be_looked_at_is_a_400(admin_api, field):
     response = admin_api.post("/api/models/", body, format="json")
     assert response.status_code == 400 and response.json()["detail"].startswith("Cannot read /aaa")
     assert not ModelVersion.objects.filter(name="long").exists()
+
+
+def test_api_paths_that_match_no_route_get_a_json_404(client):
+    response = client.get("/api/exports/-1/")
+    assert response.status_code == 404 and response.json() == {"detail": "Not found."}
+    assert "<html" in client.get("/no-such-page/").content.decode().lower()
