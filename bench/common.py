@@ -3,7 +3,10 @@ puts this folder first on sys.path)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -44,3 +47,33 @@ def postgres_drop(admin_url: str, name: str) -> None:
 
     with psycopg.connect(admin_url, autocommit=True) as connection:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, /proc/stat) since boot."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_subprocess(name: str, argv: list[str], env: dict, logs: Path, *, cwd: Path, timeout: float, tail_lines: int = 20) -> float:
+    """Run a subprocess with its output in log files under ``logs``; returns its wall time. A failure raises
+    BenchError with the end of its stderr."""
+    started = time.perf_counter()
+    with open(logs / f"{name}.stdout", "wb") as stdout, open(logs / f"{name}.stderr", "wb") as stderr:
+        try:
+            process = subprocess.run(argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{name} did not finish within {timeout} s") from exc
+    if process.returncode != 0:
+        tail = "\n".join((logs / f"{name}.stderr").read_text(errors="replace").strip().splitlines()[-tail_lines:])
+        raise BenchError(f"{name} failed (exit status {process.returncode}):\n{tail}")
+    return time.perf_counter() - started

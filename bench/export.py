@@ -79,7 +79,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from common import BenchError, cpu_calibration, postgres_create, postgres_drop
+from common import BenchError, children_cpu_seconds, cpu_calibration, machine_busy_seconds, postgres_create, postgres_drop
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -401,21 +401,6 @@ def side_baseline(args: argparse.Namespace) -> None:
 
 
 # --- subprocesses --------------------------------------------------------------------------------------------------
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, /proc/stat) since boot."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run_side(name: str, side_args: list[str], env: dict[str, str], logs: Path) -> Measurement:

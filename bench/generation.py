@@ -51,13 +51,13 @@ import os
 import random
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from common import BenchError, cpu_calibration
+from common import BenchError, children_cpu_seconds, cpu_calibration, machine_busy_seconds
+from common import run_subprocess as run_logged  # with this script's working directory and time limit below
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -326,33 +326,8 @@ def worker_main(kind: str, spec_path: str, out_path: str) -> int:
 # --- orchestration ---------------------------------------------------------------------------------------------------
 
 
-def machine_busy_seconds() -> float:
-    """CPU seconds the whole machine has spent busy (all cores, /proc/stat) since boot."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
-
-
-def children_cpu_seconds() -> float:
-    import resource
-
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_subprocess(name: str, argv: list[str], env: dict, logs: Path) -> float:
-    """Run a subprocess from the repository root with its output in log files; returns its wall time."""
-    started = time.perf_counter()
-    with open(logs / f"{name}.stdout", "wb") as stdout, open(logs / f"{name}.stderr", "wb") as stderr:
-        try:
-            process = subprocess.run(argv, cwd=REPO, env=env, stdout=stdout, stderr=stderr, timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired as exc:
-            raise BenchError(f"{name} did not finish within {RUN_TIMEOUT} s") from exc
-    if process.returncode != 0:
-        tail = "\n".join((logs / f"{name}.stderr").read_text(errors="replace").strip().splitlines()[-20:])
-        raise BenchError(f"{name} failed (exit status {process.returncode}):\n{tail}")
-    return time.perf_counter() - started
+    return run_logged(name, argv, env, logs, cwd=REPO, timeout=RUN_TIMEOUT)
 
 
 def run_worker(name: str, kind: str, spec: dict, env: dict, workdir: Path) -> dict:
