@@ -154,10 +154,9 @@ def _train(run: TrainingRun):
     folder.mkdir(parents=True)
     train, eval = run_examples(run)
     _write_dataset(folder, run, train, eval)
-    base = run.base_version
-    base_model = base.base_model
+    base, base_model = run.base_version, training_base(run)
     if base.adapter_path:
-        base_model = str(merge_adapter(base_model=base.base_model, adapter_path=base.adapter_path, output_dir=folder / "base"))
+        merge_adapter(base_model=base.base_model, adapter_path=base.adapter_path, output_dir=Path(base_model))
     TrainingRun.objects.filter(pk=run.pk).update(summary={"base_model": base_model})
     return train_adapter(
         base_model=base_model,
@@ -167,6 +166,12 @@ def _train(run: TrainingRun):
         output_dir=folder,
         reporter=_RunReporter(run),
     )
+
+
+def training_base(run: TrainingRun) -> str:
+    """The weights a run trains on: its base version's, merged with that version's adapter in the run folder."""
+    base = run.base_version
+    return str(Path(run.output_dir) / "base") if base.adapter_path else base.base_model
 
 
 def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
@@ -226,7 +231,7 @@ def _summary(result) -> dict:
 def _register(run: TrainingRun, result) -> None:
     base = run.base_version
     summary = _summary(result)
-    base_model = TrainingRun.objects.get(pk=run.pk).summary.get("base_model", base.base_model)
+    base_model = training_base(run)
     with transaction.atomic():
         model_version_register(
             name=f"{base.name[:70]}-{run.kind}-run{run.pk}",
