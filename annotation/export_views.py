@@ -9,8 +9,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from annotation import exports
 from annotation.forms import ExportForm
 from annotation.models import Export, Project
-from annotation.roles import EXPLORE
-from config.web import add_validation_errors, require
+from annotation.roles import EXPLORE, require
+from config.web import add_validation_errors
 
 
 @require(EXPLORE)

@@ -3,26 +3,19 @@
 
 from __future__ import annotations
 
-import logging
 import shutil
-import traceback
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
-
 from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings
 from annotation.models import Export, Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
-from config.jobs import Heartbeat, claim_queued, reap_silent
-
-logger = logging.getLogger(__name__)
+from config.jobs import job_update, run_job
 
 SYNC_ROWS = 20_000  # at most this many rows: written during the request (a few seconds at most)
-WORKER_DIED = "The worker writing this export stopped (killed or crashed); request it again."
 
 
 def export_create(
@@ -54,25 +47,9 @@ def _rows_selected(projects: list[Project], export_format: str, selection: PairF
     return selected_pairs(projects, selection).count()
 
 
-def exports_reap() -> int:
-    return reap_silent(Export.objects.filter(status=Export.Status.RUNNING), error=WORKER_DIED)
-
-
 def export_run(export_id: int) -> Export:
-    """Write the export in this process. Never raises for a failure: the row records it."""
-    exports_reap()
-    export = claim_queued(Export, export_id, worker_died=WORKER_DIED)
-    if export is None:
-        return Export.objects.get(pk=export_id)
-    try:
-        with Heartbeat(Export, export.pk):
-            fields = _write(export)
-    except Exception as exc:  # noqa: BLE001 - any failure ends the export, recorded
-        logger.exception("Export %s failed", export.pk)
-        fields = {"status": Export.Status.FAILED, "error": f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=5)}"}
-    Export.objects.filter(pk=export.pk).update(finished_at=timezone.now(), **fields)
-    export.refresh_from_db()
-    return export
+    """Write the export in this process (a request or the default worker). The row records how it ended."""
+    return run_job(Export, export_id, work=_write)
 
 
 def _write(export: Export) -> dict:
@@ -86,12 +63,12 @@ def _write(export: Export) -> dict:
         export_format=export.export_format,
         pair_filter=pair_filter_from(export.pair_filter),
         out=folder / f"{name}{SUFFIX[export.export_format]}",
-        progress=lambda rows: Export.objects.filter(pk=export.pk).update(rows_done=rows, heartbeat_at=timezone.now()),
+        progress=lambda rows: job_update(export, rows_done=rows),
     )
     download = result.data_path
     if download.is_dir():
         download = Path(shutil.make_archive(str(download), "zip", root_dir=download.parent, base_dir=download.name))
     return {
-        "status": Export.Status.SUCCEEDED, "rows_done": result.rows, "data_path": str(download), "card_path": str(result.card_path),
+        "rows_done": result.rows, "data_path": str(download), "card_path": str(result.card_path),
         "size_bytes": download.stat().st_size, "sha256": result.sha256,
     }

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from annotation.models import Assignment, ItemFlag, PreferencePair, Project, Prompt, Ranking, RankingItem
 from annotation.ranking import InvalidRanking, derive_pairs, validate_tiers
+from config.web import Refusal
 from generation.models import Candidate
 
 LEASE_ATTEMPTS = 20  # each attempt rules out one item whose last slot was taken meanwhile
@@ -27,7 +28,7 @@ MAX_RATIONALE = 5000
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
 
-class LabelingError(Exception):
+class LabelingError(Refusal):
     """A labeling action was refused; the message says why, for the page and the API alike."""
 
     status_code = 409

@@ -10,8 +10,7 @@ from django.views.decorators.http import require_POST
 from annotation import labeling, selectors
 from annotation.labeling import LabelingError
 from annotation.models import ItemFlag, Project, Ranking
-from annotation.roles import LABEL, MANAGE
-from config.web import require
+from annotation.roles import LABEL, MANAGE, require
 
 
 @require(LABEL)

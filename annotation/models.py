@@ -10,6 +10,8 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from config.jobs import Job
+
 MIN_K, MAX_K = 2, 8
 MIN_RANKINGS_PER_ITEM, MAX_RANKINGS_PER_ITEM = 1, 5
 
@@ -218,7 +220,7 @@ class PreferencePair(models.Model):
         indexes = [models.Index(fields=["project", "source", "created_at"])]
 
 
-class Export(models.Model):
+class Export(Job):
     """A preference dataset written to the data directory for download (see annotation.exporting)."""
 
     class Format(models.TextChoices):
@@ -227,28 +229,27 @@ class Export(models.Model):
         HF = "hf", "Hugging Face datasets folder, train/test (zip)"
         RANKINGS = "rankings", "Raw rankings (JSONL)"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Ready"
-        FAILED = "failed", "Failed"
-
     projects = models.ManyToManyField(Project, related_name="exports")
     export_format = models.CharField(max_length=10, choices=Format.choices)
     pair_filter = models.JSONField(default=dict)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     rows_total = models.PositiveIntegerField(default=0, help_text="Rows selected when the export was requested.")
     rows_done = models.PositiveIntegerField(default=0)
     data_path = models.CharField(max_length=500, blank=True, help_text="The file to download (a zip for hf).")
     card_path = models.CharField(max_length=500, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
     sha256 = models.CharField(max_length=64, blank=True, help_text="Of the data (the card not included).")
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    job_kind, kind_label, queue = "export", "export", "default"
+    progress_fields, progress_unit = ("rows_done", "rows_total"), "rows"
+    project_lookup = "projects"
+    dead_worker_message = "The worker writing this export stopped (killed or crashed); request it again."
+    detail_url_name = "export_detail"
+    list_prefetch_related = ("projects",)
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        return f"{self.get_export_format_display()} of {', '.join(sorted(p.name for p in self.projects.all()))}"
+

@@ -18,7 +18,6 @@ from annotation import importing
 from annotation.importing import ImportedRow, content_hash
 from annotation.models import PreferencePair, Project, Prompt
 from annotation.roles import ADMIN, LABELER, RESEARCHER, ROLE_PERMISSIONS
-from config.auth import forget_permissions
 from generation.models import Candidate
 
 BATCH_SIZE = 2000
@@ -50,7 +49,6 @@ def user_create(*, username: str, password: str, role: str, email: str = "", is_
     user.is_staff = is_staff
     user.save()
     user.groups.set([Group.objects.get(name=role)])
-    forget_permissions(user.pk)
     return user
 
 

@@ -9,8 +9,8 @@ from annotation import selectors, services
 from annotation.forms import ProjectForm, PromptFilterForm, PromptImportForm
 from annotation.importing import ImportFileError
 from annotation.models import Project
-from annotation.roles import ANY_ROLE, EXPLORE, MANAGE
-from config.web import add_validation_errors, require, validation_message
+from annotation.roles import ANY_ROLE, EXPLORE, MANAGE, require
+from config.web import add_validation_errors, validation_message
 
 PROMPTS_PER_PAGE = 50
 

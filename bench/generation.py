@@ -202,7 +202,7 @@ def worker_job(spec: dict) -> dict:
     from generation.selectors import job_progress
 
     return {
-        "shown_tps": job_progress(job).tokens_per_second,
+        "shown_tps": job_progress(job)["tokens_per_second"],
         "calibration_ms": calibration,
         "tokens": job.tokens_generated,
         "row_elapsed_s": elapsed,

@@ -193,7 +193,8 @@ def worker_setup(spec: dict) -> dict:
     from annotation.roles import LABELER
     from generation.models import Candidate
     from generation.services import default_model_prepare
-    from training.services import run_examples, training_run_cancel, training_run_create
+    from config.jobs import job_cancel
+    from training.services import run_examples, training_run_create
     from training.trainers.data import content_hash as examples_hash
     from training.trainers.data import trl_rows
 
@@ -228,7 +229,7 @@ def worker_setup(spec: dict) -> dict:
 
     # The examples exactly as a run selects and splits them: a run created here (then cancelled while queued).
     run = training_run_create(kind="dpo", base_version=version, projects=[project], settings=spec["settings_input"])
-    training_run_cancel(run=run)
+    job_cancel(job=run)
     train, eval = run_examples(run)
     if len(train) != train_count or len(eval) != len(pairs) - train_count:
         raise BenchError(f"split {len(train)} train / {len(eval)} eval, expected {train_count} / {len(pairs) - train_count}")

@@ -10,3 +10,11 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("prefloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.task(name="config.celery.reap_dead_jobs", ignore_result=True)
+def reap_dead_jobs() -> int:
+    """Run by Celery beat (see CELERY_BEAT_SCHEDULE): jobs whose worker died are marked failed."""
+    from config.jobs import reap_dead_jobs as reap
+
+    return reap()

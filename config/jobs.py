@@ -1,26 +1,193 @@
-"""The lifecycle every job row shares (generation jobs, training runs, scoring jobs, exports): claiming a queued row,
-cancelling, and heartbeats, how a dead worker is told from a quiet one.
+"""The one lifecycle of every background job (generation jobs, training runs, scoring jobs, exports, and whatever
+kind comes next).
 
-A job row with a ``heartbeat_at`` column is touched from a thread every HEARTBEAT_SECONDS while the job runs, also
-through one long library call (vLLM generating a whole job, a slow training step). A running row whose heartbeat is
-older than HEARTBEAT_TIMEOUT lost its worker.
+A job kind is a concrete model deriving from ``Job`` (its own fields, plus the few class attributes below that name
+its queue, its progress counters and what it works on) and a work function that ``run_job`` calls in the worker:
+
+    claim the queued row -> beat from a thread -> work(job) -> succeeded / cancelled / failed (full traceback)
+
+A running row is touched every ``JOB_HEARTBEAT_SECONDS`` from a thread, also through one long library call (vLLM
+generating a whole job, a slow training step). A running row whose heartbeat is older than ``JOB_DEAD_AFTER_SECONDS``
+lost its worker: the reaper (``reap_dead_jobs``, run by Celery beat every ``JOB_REAPER_SECONDS`` and before any job
+starts) marks it failed with its kind's message. Tasks are acknowledged late, so the message of a job whose worker
+died may be delivered again: a row that is no longer queued is never run twice.
+
+This module imports no app: the kinds are found as the installed models deriving from ``Job``.
 """
 
+from __future__ import annotations
+
+import logging
+import os
+import socket
 import threading
 import time
+import traceback
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any, ClassVar
 
+from django.apps import apps
+from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
-from django.db.models import Model, QuerySet
+from django.db import connection, models, transaction
 from django.utils import timezone
 
-HEARTBEAT_SECONDS = 30
-HEARTBEAT_TIMEOUT = timedelta(minutes=5)
+logger = logging.getLogger(__name__)
+
+
+class Job(models.Model):
+    """The columns every job kind shares. Subclasses set the class attributes below."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True, help_text="Why it failed, with the full traceback.")
+    device = models.CharField(max_length=20, blank=True, help_text="Where it ran (cpu, cuda, cuda:1), as the job resolved it.")
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process that ran it.")
+    load_seconds = models.FloatField(default=0.0, help_text="Time spent loading models (left out of rates and ETAs).")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+
+    job_kind: ClassVar[str]  # short name in URLs and filters: "generation", "training", ...
+    kind_label: ClassVar[str]  # in sentences: "generation job", "training run"
+    queue: ClassVar[str] = "gpu"  # the Celery queue its task is routed to
+    progress_fields: ClassVar[tuple[str, str]]  # (done, total) counters
+    progress_unit: ClassVar[str]  # what the counters count: "prompts", "steps"
+    project_lookup: ClassVar[str] = "project"  # the ORM path from a job to its project(s)
+    dead_worker_message: ClassVar[str] = "The worker running this job stopped (killed or crashed)."
+    detail_url_name: ClassVar[str]  # the URL name of its page, taking the job's id
+    list_select_related: ClassVar[tuple[str, ...]] = ()  # what ``subject`` reads, for lists
+    list_prefetch_related: ClassVar[tuple[str, ...]] = ()
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind_label} {self.pk}"
+
+    @property
+    def subject(self) -> str:
+        """What the job works on, in a few words (for the Jobs page)."""
+        return ""
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        done, total = self.progress_fields
+        return getattr(self, done), getattr(self, total)
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in (Job.Status.QUEUED, Job.Status.RUNNING)
+
+
+FINISHED = (Job.Status.SUCCEEDED, Job.Status.FAILED, Job.Status.CANCELLED)
+
+
+def job_kinds() -> list[type[Job]]:
+    """Every installed job model, in a fixed order."""
+    return sorted((m for m in apps.get_models() if issubclass(m, Job)), key=lambda m: m.job_kind)
+
+
+def job_model(kind: str) -> type[Job] | None:
+    return next((model for model in job_kinds() if model.job_kind == kind), None)
+
+
+def dead_after() -> timedelta:
+    return timedelta(seconds=settings.JOB_DEAD_AFTER_SECONDS)
+
+
+# --- running a job ---------------------------------------------------------------------------------------------------
+
+
+class JobCancelled(Exception):
+    """Raised by a work function that stopped because it was asked to; ``fields`` are saved with the status."""
+
+    def __init__(self, **fields):
+        super().__init__("cancelled")
+        self.fields = fields
+
+
+def run_job(
+    model: type[Job],
+    pk: int,
+    work: Callable[[Job], Any],
+    succeed: Callable[[Job, Any], dict] | None = None,
+) -> Job:
+    """Run a queued job to its end in this process and return its row. Never raises for the job's own failure.
+
+    ``work(job)`` does the job; it raises JobCancelled when it stopped on a cancel (see ``stop_if_cancelled``).
+    ``succeed(job, result)`` runs in the transaction that marks the job succeeded and returns fields to save with
+    it (a registered model commits with its run); by default ``result`` is that dict of fields itself.
+    """
+    reap_dead_jobs()
+    job = _claim(model, pk)
+    if job is None:
+        return model.objects.get(pk=pk)
+    try:
+        with Heartbeat(model, pk):
+            result = work(job)
+        with transaction.atomic():
+            fields = succeed(job, result) if succeed else (result or {})
+            _end(job, Job.Status.SUCCEEDED, **fields)
+    except JobCancelled as stop:
+        _end(job, Job.Status.CANCELLED, **stop.fields)
+    except Exception as exc:  # noqa: BLE001 - any failure of the model, data or library ends the job, recorded
+        logger.exception("%s failed", job)
+        _end(job, Job.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}")
+    job.refresh_from_db()
+    return job
+
+
+def _claim(model: type[Job], pk: int) -> Job | None:
+    """Mark a queued row running and return it; None when there is nothing to run: cancelled before it started, or a
+    message delivered again (its row is running, and the reaper tells a live worker from a dead one by heartbeat)."""
+    now = timezone.now()
+    with transaction.atomic():
+        job = model.objects.select_for_update().filter(pk=pk).first()
+        if job is None or job.status != Job.Status.QUEUED:
+            return None
+        job.status, job.started_at, job.heartbeat_at = Job.Status.RUNNING, now, now
+        job.worker = f"{socket.gethostname()}:{os.getpid()}"[:200]
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "worker"])
+    return job
+
+
+def _end(job: Job, status: str, **fields) -> None:
+    type(job).objects.filter(pk=job.pk).update(status=status, finished_at=timezone.now(), **fields)
+
+
+def job_update(job: Job, **fields) -> None:
+    """Save progress fields of a running job (on the object and the row), which also counts as a heartbeat."""
+    for name, value in fields.items():
+        setattr(job, name, value)
+    type(job).objects.filter(pk=job.pk).update(heartbeat_at=timezone.now(), **fields)
+
+
+def stop_if_cancelled(job: Job, **fields) -> None:
+    """Raise JobCancelled (saving ``fields``) when an admin asked the job to stop."""
+    if cancel_was_requested(job):
+        raise JobCancelled(**fields)
+
+
+def cancel_was_requested(job: Job) -> bool:
+    return type(job).objects.filter(pk=job.pk, cancel_requested=True).exists()
 
 
 class Heartbeat:
-    def __init__(self, model: type[Model], pk: int):
+    """Touches a running row every JOB_HEARTBEAT_SECONDS from a thread, while the block runs."""
+
+    def __init__(self, model: type[Job], pk: int):
         self.rows = model.objects.filter(pk=pk)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, daemon=True)
@@ -35,58 +202,56 @@ class Heartbeat:
 
     def _beat(self) -> None:
         try:
-            while not self.stopped.wait(HEARTBEAT_SECONDS):
+            while not self.stopped.wait(settings.JOB_HEARTBEAT_SECONDS):
                 self.rows.update(heartbeat_at=timezone.now())
         finally:
             connection.close()
 
 
-def reap_silent(running: QuerySet, *, error: str, failed_status: str = "failed") -> int:
-    """Mark running rows whose worker stopped beating as failed; returns how many."""
-    stale = running.filter(heartbeat_at__lt=timezone.now() - HEARTBEAT_TIMEOUT)
-    return stale.update(status=failed_status, error=error, finished_at=timezone.now())
+# --- cancel and dead workers ---------------------------------------------------------------------------------------
 
 
-def claim_queued(model: type[Model], pk: int, *, worker_died: str) -> Model | None:
-    """Mark a queued job row running and return it; None when there is nothing to run. Tasks are acknowledged late,
-    so a row delivered again while "running" lost its worker midway: it is marked failed instead."""
-    now = timezone.now()
-    with transaction.atomic():
-        job = model.objects.select_for_update().filter(pk=pk).first()
-        if job is not None and job.status == "running":
-            model.objects.filter(pk=pk).update(status="failed", error=worker_died, finished_at=now)
-            return None
-        if job is None or job.status != "queued":
-            return None  # cancelled before it started
-        job.status, job.started_at, job.heartbeat_at = "running", now, now
-        job.save(update_fields=["status", "started_at", "heartbeat_at"])
-    return job
-
-
-def cancel_requested(model: type[Model], pk: int, *, noun: str = "job") -> Model:
+def job_cancel(*, job: Job) -> Job:
     """A queued job is cancelled at once; a running one is asked to stop at its next check (it keeps what it did)."""
-    now = timezone.now()
+    model = type(job)
     with transaction.atomic():
-        job = model.objects.select_for_update().get(pk=pk)
-        if job.status == "queued":
-            job.status, job.finished_at = "cancelled", now
-        elif job.status == "running":
+        job = model.objects.select_for_update().get(pk=job.pk)
+        if job.status == Job.Status.QUEUED:
+            job.status, job.finished_at = Job.Status.CANCELLED, timezone.now()
+        elif job.status == Job.Status.RUNNING:
             job.cancel_requested = True
         else:
-            raise ValidationError(f"The {noun} is already {job.get_status_display().lower()}.")
+            raise ValidationError(f"The {job.kind_label} is already {job.get_status_display().lower()}.")
         job.save(update_fields=["status", "cancel_requested", "finished_at"])
     return job
 
 
-FINISHED = ("succeeded", "failed", "cancelled")
+def reap_dead_jobs() -> int:
+    """Mark running jobs of every kind whose worker stopped beating as failed; returns how many."""
+    stale_before = timezone.now() - dead_after()
+    reaped = 0
+    for model in job_kinds():
+        stale = model.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=stale_before)
+        count = stale.update(status=Job.Status.FAILED, error=model.dead_worker_message, finished_at=timezone.now())
+        if count:
+            logger.warning("Marked %d %s(s) failed: no heartbeat for %s.", count, model.kind_label, dead_after())
+        reaped += count
+    return reaped
 
 
-def follow_until_finished(job: Model, describe, write, poll_seconds: float = 1.0) -> Model:
-    """For the command line: write ``describe(job)`` whenever it changes, until the job row is finished."""
+# --- the command line ----------------------------------------------------------------------------------------------
+
+
+def follow_until_finished(job: Job, describe: Callable[[Job], str], write, poll_seconds: float = 1.0) -> Job:
+    """For the command line: write ``describe(job)`` (or, while queued, its place in the queue) whenever it
+    changes, until the job row is finished."""
+    from config.job_queue import queue_place
+
     last = None
     while True:
         job.refresh_from_db()
-        line = describe(job)
+        place = queue_place(job) if job.status == Job.Status.QUEUED else None
+        line = f"Queued: {place.sentence}" if place else describe(job)
         if line != last:
             write(line)
             last = line

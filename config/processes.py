@@ -1,4 +1,4 @@
-"""The processes of one Prefloop machine: the web server and the two Celery workers.
+"""The processes of one Prefloop machine: the web server, the two Celery workers and Celery beat.
 
 `python manage.py serve` runs them together; a larger deployment runs the same command lines under its own
 supervisor (systemd, Kubernetes), with more web workers and one `gpu` worker per GPU.
@@ -45,6 +45,13 @@ def gpu_worker() -> ProcessSpec:
         "worker-gpu",
         [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "gpu", "--hostname", "gpu@%h",
          "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+    )
+
+
+def beat() -> ProcessSpec:
+    """Celery beat: sends the periodic tasks (the dead-job reaper, see CELERY_BEAT_SCHEDULE) to the default queue."""
+    return ProcessSpec(
+        "beat", [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
     )
 
 

@@ -116,7 +116,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["config.auth.CachedPermissionBackend"]
+AUTHENTICATION_BACKENDS = ["annotation.roles.PermissionBackend"]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -145,7 +145,7 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "config.auth.CachedTokenAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -167,8 +167,7 @@ SPECTACULAR_SETTINGS = {
     "COMPONENT_SPLIT_REQUEST": True,
     # Several models have a `status` (or `kind`, `split`) with different choices: each choice set gets its own name.
     "ENUM_NAME_OVERRIDES": {
-        "JobStatusEnum": "training.models.TrainingRun.Status",  # also generation jobs' and scoring jobs'
-        "ExportStatusEnum": "annotation.models.Export.Status",
+        "JobStatusEnum": "config.jobs.Job.Status",  # every job kind's
         "ExportFormatEnum": "annotation.models.Export.Format",
         "RankingItemStatusEnum": "annotation.models.RankingItem.Status",
         "FlagStatusEnum": "annotation.models.ItemFlag.Status",
@@ -188,6 +187,12 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
+# Jobs (config/jobs.py): a running job touches its row every JOB_HEARTBEAT_SECONDS; one silent for
+# JOB_DEAD_AFTER_SECONDS lost its worker, and the reaper (Celery beat, every JOB_REAPER_SECONDS) marks it failed.
+JOB_HEARTBEAT_SECONDS = float(os.environ.get("PREFLOOP_JOB_HEARTBEAT_SECONDS", "15"))
+JOB_DEAD_AFTER_SECONDS = float(os.environ.get("PREFLOOP_JOB_DEAD_AFTER_SECONDS", "90"))
+JOB_REAPER_SECONDS = float(os.environ.get("PREFLOOP_JOB_REAPER_SECONDS", "30"))
+
 # Celery: a broker that needs no server by default (kombu's filesystem transport).
 BROKER_DIR = DATA_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
@@ -200,7 +205,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
-    else {}
+    # Redis hands an unacknowledged message to a worker again after this long. A job that is still running when
+    # that happens is left alone (its row is running with a fresh heartbeat), so this only needs to exceed the
+    # longest job to avoid needless deliveries (README, "Jobs").
+    else {"visibility_timeout": int(os.environ.get("PREFLOOP_BROKER_VISIBILITY_SECONDS", str(48 * 3600)))}
 )
 for _folder in ("data_folder_in", "control_folder"):
     if _folder in CELERY_BROKER_TRANSPORT_OPTIONS:
@@ -210,6 +218,10 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE = {
+    "reap-dead-jobs": {"task": "config.celery.reap_dead_jobs", "schedule": JOB_REAPER_SECONDS, "options": {"expires": JOB_REAPER_SECONDS}},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TASK_ROUTES = {
     "generation.tasks.*": {"queue": "gpu"},
     "training.tasks.*": {"queue": "gpu"},

@@ -4,10 +4,11 @@ from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
-from annotation import export_views, labeling_views
+from annotation import export_views, job_views, labeling_views
 from annotation import views as annotation_views
 from annotation.api import data as data_api
 from annotation.api import exports as exports_api
+from annotation.api import jobs as jobs_api
 from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
 from generation import views as generation_views
@@ -42,6 +43,7 @@ api = [
     path("api/exports/<int:pk>/", exports_api.ExportDetail.as_view(), name="api_export"),
     path("api/exports/<int:pk>/data/", exports_api.ExportDownload.as_view(part="data"), name="api_export_data"),
     path("api/exports/<int:pk>/card/", exports_api.ExportDownload.as_view(part="card"), name="api_export_card"),
+    path("api/jobs/", jobs_api.JobList.as_view(), name="api_jobs"),
     path("api/generation-jobs/", generation_api.GenerationJobList.as_view(), name="api_generation_jobs"),
     path("api/generation-jobs/<int:pk>/", generation_api.GenerationJobDetail.as_view(), name="api_generation_job"),
     path("api/generation-jobs/<int:pk>/cancel/", generation_api.GenerationJobCancel.as_view(), name="api_generation_job_cancel"),
@@ -81,6 +83,7 @@ pages = [
     path("exports/<int:export_id>/data/", export_views.export_download, {"part": "data"}, name="export_data"),
     path("exports/<int:export_id>/card/", export_views.export_download, {"part": "card"}, name="export_card"),
     path("projects/<slug:slug>/generate/", generation_views.job_create, name="job_create"),
+    path("jobs/", job_views.job_list, name="jobs"),
     path("jobs/generation/", generation_views.job_list, name="job_list"),
     path("jobs/generation/<int:job_id>/", generation_views.job_detail, name="job_detail"),
     path("jobs/generation/<int:job_id>/cancel/", generation_views.job_cancel, name="job_cancel"),

@@ -1,26 +1,13 @@
-"""Helpers shared by the HTML views of every app."""
+"""Helpers shared by the views and commands of every app (the role checks are in annotation.roles)."""
 
-from functools import wraps
-
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 
 
-def require(*perms: str):
-    """Let through users holding any of ``perms``. Anonymous users go to the login page, others get a 403."""
+class Refusal(Exception):
+    """A service refusing an action for a reason the user can act on; pages show the message, the API answers it
+    with ``status_code``."""
 
-    def decorator(view):
-        @wraps(view)
-        def wrapped(request, *args, **kwargs):
-            if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path())
-            if not any(request.user.has_perm(perm) for perm in perms):
-                raise PermissionDenied
-            return view(request, *args, **kwargs)
-
-        return wrapped
-
-    return decorator
+    status_code = 409
 
 
 def add_validation_errors(form, exc: ValidationError) -> None:

@@ -1,4 +1,5 @@
-"""Generation jobs: launch, run (in the GPU worker), cancel, and notice dead workers.
+"""Generation jobs: launch, and the work they do in the GPU worker (config.jobs runs it: claim, heartbeat, cancel,
+failure, dead workers).
 
 A job asks one or more model versions for ``n`` candidates each per selected prompt. Candidates are saved batch by
 batch as the backend yields them, so a crash or a cancel keeps what was done. Empty responses and responses already
@@ -8,9 +9,7 @@ prompt has a candidate from every model of the plan (K in all), its RankingItem 
 
 from __future__ import annotations
 
-import logging
 import time
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
@@ -18,25 +17,15 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, QuerySet
-from django.utils import timezone
-
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
-from config.jobs import Heartbeat, cancel_requested, claim_queued, reap_silent
+from config.jobs import job_update, run_job, stop_if_cancelled
 from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, open_backend
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
 
-logger = logging.getLogger(__name__)
-
 TOP_UP_ROUNDS = 2  # extra passes for prompts that lost samples to duplicates or empty responses
 MAX_NEW_TOKENS = 4096
-WORKER_DIED = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."
-
-
-class JobCancelled(Exception):
-    pass
-
 
 @dataclass(frozen=True)
 class PlanEntry:
@@ -137,46 +126,9 @@ def selected_prompts(project: Project, selection: dict) -> QuerySet[Prompt]:
     raise ValidationError({"prompt_selection": "mode must be missing, heldout or ids."})
 
 
-def generation_job_cancel(*, job: GenerationJob) -> GenerationJob:
-    """A queued job is cancelled at once; a running one stops after its current batch, keeping what it saved."""
-    return cancel_requested(GenerationJob, job.pk)
-
-
-def generation_jobs_reap() -> int:
-    """Mark running jobs whose worker stopped beating as failed (the worker died); returns how many."""
-    return reap_silent(GenerationJob.objects.filter(status=GenerationJob.Status.RUNNING), error=WORKER_DIED)
-
-
 def generation_job_run(job_id: int) -> GenerationJob:
-    """Run a job to its end in this process. Never raises for a job failure: the job row records it."""
-    job = _start(job_id)
-    if job is None:
-        return GenerationJob.objects.get(pk=job_id)
-    try:
-        with Heartbeat(GenerationJob, job.pk):
-            _run(job)
-    except JobCancelled:
-        _finish(job, GenerationJob.Status.CANCELLED)
-    except Exception as exc:  # noqa: BLE001 - any failure of the model or backend ends the job, recorded
-        logger.exception("Generation job %s failed", job.pk)
-        _finish(job, GenerationJob.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=5)}")
-    else:
-        _finish(job, GenerationJob.Status.SUCCEEDED)
-    job.refresh_from_db()
-    return job
-
-
-def _start(job_id: int) -> GenerationJob | None:
-    generation_jobs_reap()
-    return claim_queued(GenerationJob, job_id, worker_died=WORKER_DIED)
-
-
-def _finish(job: GenerationJob, status: str, error: str = "") -> None:
-    GenerationJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now())
-
-
-def _run(job: GenerationJob) -> None:
-    _JobRun(job).run()
+    """Run a job to its end in this process (the GPU worker's task). The job row records how it ended."""
+    return run_job(GenerationJob, job_id, work=lambda job: _JobRun(job).run())
 
 
 class _JobRun:
@@ -198,8 +150,7 @@ class _JobRun:
         version = entry.model_version
         started = time.monotonic()
         backend = open_backend(self.job.backend, ModelSpec(version.base_model, version.adapter_path))
-        self.job.load_seconds += time.monotonic() - started
-        GenerationJob.objects.filter(pk=self.job.pk).update(load_seconds=self.job.load_seconds)
+        job_update(self.job, load_seconds=self.job.load_seconds + time.monotonic() - started, device=_device_of(backend))
         try:
             wanted = {prompt_id: entry.n for prompt_id in self.messages}
             for round_number in range(1 + TOP_UP_ROUNDS):
@@ -225,6 +176,10 @@ class _JobRun:
     def _itemize(self, prompt_ids: set[int]) -> None:
         """Put prompts in the labeling queue as soon as they have their K candidates, not at the end of the job."""
         self.itemized |= _create_items(self.job, sorted(prompt_ids - self.itemized))
+
+
+def _device_of(backend) -> str:
+    return str(getattr(backend, "device", "") or ("vllm" if backend.name == "vllm" else ""))[:20]
 
 
 def _reseeded(sampling: Sampling, round_number: int) -> Sampling:
@@ -257,20 +212,14 @@ def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generatio
             )
         Candidate.objects.bulk_create(new)
         if dropped:
-            GenerationJob.objects.filter(pk=job.pk).update(duplicates_dropped=job.duplicates_dropped + dropped)
-            job.duplicates_dropped += dropped
+            job_update(job, duplicates_dropped=job.duplicates_dropped + dropped)
     return kept
 
 
 def _progress(job: GenerationJob, batch: list[Generation], finished_prompts: int) -> None:
     """Report progress (and that the worker is alive); stop here if an admin cancelled the job."""
-    job.tokens_generated += sum(g.num_tokens for g in batch)
-    job.prompts_done = finished_prompts
-    GenerationJob.objects.filter(pk=job.pk).update(
-        tokens_generated=job.tokens_generated, prompts_done=finished_prompts, heartbeat_at=timezone.now()
-    )
-    if GenerationJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
-        raise JobCancelled
+    job_update(job, tokens_generated=job.tokens_generated + sum(g.num_tokens for g in batch), prompts_done=finished_prompts)
+    stop_if_cancelled(job)
 
 
 def _create_items(job: GenerationJob, prompt_ids: list[int]) -> set[int]:

@@ -4,6 +4,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from config.jobs import Job
+
 
 class ModelVersion(models.Model):
     """A registered model: a base model (Hugging Face id or local path), optionally with a LoRA adapter."""
@@ -33,13 +35,8 @@ class ModelVersion(models.Model):
         return self.name
 
 
-class GenerationJob(models.Model):
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+class GenerationJob(Job):
+    """One or more model versions generating candidates for a project's prompts (generation.jobs)."""
 
     class Backend(models.TextChoices):
         AUTO = "auto", "Automatic"
@@ -50,22 +47,25 @@ class GenerationJob(models.Model):
     backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.AUTO)
     sampling = models.JSONField(default=dict, help_text="temperature, top_p, max_new_tokens, seed, stop.")
     prompt_selection = models.JSONField(default=dict, help_text='{"mode": "missing" | "heldout" | "ids", "ids": [...]}')
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     prompts_total = models.PositiveIntegerField(default=0)
     prompts_done = models.PositiveIntegerField(default=0)
     tokens_generated = models.PositiveBigIntegerField(default=0)
-    load_seconds = models.FloatField(default=0.0, help_text="Time spent loading models (not generating).")
     duplicates_dropped = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    job_kind, kind_label, queue = "generation", "generation job", "gpu"
+    progress_fields, progress_unit = ("prompts_done", "prompts_total"), "prompts"
+    dead_worker_message = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."
+    detail_url_name = "job_detail"
+    list_select_related = ("project",)
+    list_prefetch_related = ("model_plan__model_version",)
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        models_text = ", ".join(f"{entry.model_version.name} ×{entry.n}" for entry in self.model_plan.all())
+        return f"{self.project.name}: {self.prompts_total} prompts, {models_text}"
 
 
 class GenerationJobModel(models.Model):

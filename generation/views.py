@@ -4,8 +4,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.models import Project
-from annotation.roles import EXPLORE, MANAGE
-from config.web import add_validation_errors, require, validation_message
+from annotation.roles import EXPLORE, MANAGE, require
+from config import jobs as lifecycle
+from config.web import add_validation_errors, validation_message
 from generation import jobs, selectors, services
 from generation.forms import GenerationJobForm, ModelVersionForm
 from generation.models import GenerationJob, ModelVersion
@@ -70,7 +71,7 @@ def job_detail(request, job_id):
 def job_cancel(request, job_id):
     job = get_object_or_404(GenerationJob, pk=job_id)
     try:
-        jobs.generation_job_cancel(job=job)
+        lifecycle.job_cancel(job=job)
     except ValidationError as exc:
         messages.error(request, validation_message(exc))
     return redirect("job_detail", job_id=job.pk)

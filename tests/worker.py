@@ -49,18 +49,26 @@ class Output:
         return "".join(self.lines)
 
 
+def celery_env(extra_env: dict | None = None) -> dict:
+    return {
+        **os.environ, "DATABASE_URL": test_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1", **(extra_env or {}),
+    }
+
+
+CELERY = [sys.executable, "-m", "celery", "-A", "config"]
+
+
 class Worker:
-    def __init__(self, queues: str = "gpu,default"):
-        self.env = {
-            **os.environ, "DATABASE_URL": test_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
-            "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1",
-        }
-        self.celery = [sys.executable, "-m", "celery", "-A", "config"]
-        # Messages left by earlier runs must not reach this worker: job ids are reused by a fresh test database.
-        subprocess.run([*self.celery, "purge", "-f", "-Q", queues], cwd=REPO, env=self.env, capture_output=True, timeout=60)
+    def __init__(self, queues: str = "gpu,default", extra_env: dict | None = None, purge: bool = True):
+        self.env = celery_env(extra_env)
+        if purge:
+            # Messages left by earlier runs must not reach this worker: job ids are reused by a fresh test database.
+            subprocess.run([*CELERY, "purge", "-f", "-Q", queues], cwd=REPO, env=self.env, capture_output=True, timeout=60)
         self.process = subprocess.Popen(
-            [*self.celery, "worker", "--queues", queues, "--concurrency", "1", "--max-tasks-per-child", "1",
-             "--hostname", f"test-{os.getpid()}@%h", "--without-gossip", "--without-mingle", "--loglevel", "INFO"],
+            [*CELERY, "worker", "--queues", queues, "--concurrency", "1", "--max-tasks-per-child", "1",
+             "--hostname", f"test-{os.getpid()}-{queues.replace(',', '-')}@%h", "--without-gossip", "--without-mingle",
+             "--loglevel", "INFO"],
             cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         self.output = Output(self.process)
@@ -85,3 +93,22 @@ def wait_until(condition, timeout: float, message: str = "") -> None:
             return
         time.sleep(0.3)
     raise AssertionError(f"timed out after {timeout}s {message}")
+
+
+class Beat:
+    """Celery beat, sending the periodic tasks (the dead-job reaper) as `manage.py serve` starts it."""
+
+    def __init__(self, schedule_file, extra_env: dict | None = None):
+        self.process = subprocess.Popen(
+            [*CELERY, "beat", "--loglevel", "INFO", "--schedule", str(schedule_file)],
+            cwd=REPO, env=celery_env(extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.output = Output(self.process)
+        self.output.wait_for(r"beat: Starting", timeout=60)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()

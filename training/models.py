@@ -3,18 +3,13 @@
 from django.conf import settings
 from django.db import models
 
+from config.jobs import Job
 
-class TrainingRun(models.Model):
+
+class TrainingRun(Job):
     class Kind(models.TextChoices):
         DPO = "dpo", "DPO policy"
         REWARD = "reward", "Reward model"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     base_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs")
@@ -22,22 +17,27 @@ class TrainingRun(models.Model):
     config = models.JSONField(default=dict, help_text="Validated training settings.")
     pair_filter = models.JSONField(default=dict, help_text="Which pairs were selected (sources, agreement, dates).")
     dataset_manifest = models.JSONField(default=dict, blank=True, help_text="Row counts and content hash of the exact pairs used.")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     output_dir = models.CharField(max_length=500, blank=True)
     summary = models.JSONField(default=dict, blank=True, help_text="Runtime, samples per second, examples used, device.")
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
     training_started_at = models.DateTimeField(null=True, blank=True, help_text="When the first step began (after loading).")
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    job_kind, kind_label, queue = "training", "training run", "gpu"
+    progress_fields, progress_unit = ("step", "total_steps"), "steps"
+    project_lookup = "projects"
+    dead_worker_message = "The worker running this training stopped (killed or crashed); no model was registered."
+    detail_url_name = "run_detail"
+    list_select_related = ("base_version",)
+    list_prefetch_related = ("projects",)
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        projects = ", ".join(sorted(project.name for project in self.projects.all()))
+        return f"{self.get_kind_display()} on {self.base_version.name}, {projects}"
 
 
 class TrainingMetric(models.Model):
@@ -72,26 +72,26 @@ class TrainingRunPair(models.Model):
         constraints = [models.UniqueConstraint(fields=["run", "pair"], name="run_pair_once")]
 
 
-class ScoringJob(models.Model):
+class ScoringJob(Job):
     """A reward model scoring every candidate of a project (on the GPU queue)."""
-
-    Status = TrainingRun.Status
 
     project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="scoring_jobs")
     reward_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="scoring_jobs")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    cancel_requested = models.BooleanField(default=False)
     candidates_total = models.PositiveIntegerField(default=0)
     candidates_done = models.PositiveIntegerField(default=0)
-    error = models.TextField(blank=True)
-    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
-    class Meta:
-        ordering = ["-created_at"]
+    job_kind, kind_label, queue = "scoring", "scoring job", "gpu"
+    progress_fields, progress_unit = ("candidates_done", "candidates_total"), "candidates"
+    dead_worker_message = "The worker running this scoring job stopped (killed or crashed); the scores it saved are kept."
+    detail_url_name = "scoring_detail"
+    list_select_related = ("project", "reward_version")
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        return f"{self.reward_version.name} scoring {self.project.name}"
 
 
 class CandidateScore(models.Model):

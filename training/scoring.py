@@ -8,27 +8,17 @@ refreshed at the end: the smaller the spread, the harder the model finds the ite
 
 from __future__ import annotations
 
-import logging
-import traceback
+import time
 
 from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.utils import timezone
-
 from annotation.models import Project, RankingItem
-from config.jobs import Heartbeat, cancel_requested, claim_queued, reap_silent
+from config.jobs import job_update, run_job, stop_if_cancelled
 from generation.models import Candidate, ModelVersion
 from training.models import CandidateScore, ScoringJob
 
-logger = logging.getLogger(__name__)
-
 BATCH_SIZE = 16
-WORKER_DIED = "The worker running this scoring job stopped (killed or crashed); the scores it saved are kept."
-
-
-class ScoringCancelled(Exception):
-    pass
 
 
 def _check_reward_version(version: ModelVersion) -> None:
@@ -49,35 +39,19 @@ def scoring_job_create(*, project: Project, reward_version: ModelVersion, reques
     return job
 
 
-def scoring_job_cancel(*, job: ScoringJob) -> ScoringJob:
-    return cancel_requested(ScoringJob, job.pk)
-
-
-def scoring_jobs_reap() -> int:
-    return reap_silent(ScoringJob.objects.filter(status=ScoringJob.Status.RUNNING), error=WORKER_DIED)
-
-
 def scoring_job_execute(job_id: int) -> ScoringJob:
-    """Score to the end in this process. Never raises for a job failure: the row records it."""
-    scoring_jobs_reap()
-    job = claim_queued(ScoringJob, job_id, worker_died=WORKER_DIED)
-    if job is None:
-        return ScoringJob.objects.get(pk=job_id)
-    status, error = ScoringJob.Status.SUCCEEDED, ""
+    """Score to the end in this process (the GPU worker's task). The job row records how it ended."""
+    return run_job(ScoringJob, job_id, work=_score_and_refresh)
+
+
+def _score_and_refresh(job: ScoringJob) -> None:
+    """Score, then refresh the queue order whatever happened: the scores saved so far are kept and count."""
     try:
-        with Heartbeat(ScoringJob, job.pk):
-            _score(job)
-    except ScoringCancelled:
-        status = ScoringJob.Status.CANCELLED
-    except Exception as exc:  # noqa: BLE001 - any failure of the model ends the job, recorded
-        logger.exception("Scoring job %s failed", job.pk)
-        status, error = ScoringJob.Status.FAILED, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=5)}"
-    project = Project.objects.get(pk=job.project_id)
-    if project.queue_order == Project.QueueOrder.REWARD_SPREAD and project.queue_reward_version_id == job.reward_version_id:
-        item_spreads_update(project=project)
-    ScoringJob.objects.filter(pk=job.pk).update(status=status, error=error, finished_at=timezone.now())
-    job.refresh_from_db()
-    return job
+        _score(job)
+    finally:
+        project = Project.objects.get(pk=job.project_id)
+        if project.queue_order == Project.QueueOrder.REWARD_SPREAD and project.queue_reward_version_id == job.reward_version_id:
+            item_spreads_update(project=project)
 
 
 def _score(job: ScoringJob) -> None:
@@ -87,11 +61,13 @@ def _score(job: ScoringJob) -> None:
     candidates = list(
         Candidate.objects.filter(prompt__project=job.project).order_by("id").values_list("pk", "prompt__messages", "text")
     )
+    started = time.monotonic()
     scorer = RewardScorer(
         base_model=version.base_model,
         adapter_path=version.adapter_path,
         load_in_4bit=bool(version.config.get("training", {}).get("load_in_4bit", False)),
     )
+    job_update(job, load_seconds=time.monotonic() - started, device=str(getattr(scorer, "device", "cpu")))
     batches = scorer.score([(messages, text) for _, messages, text in candidates], batch_size=BATCH_SIZE)
     done = 0
     for batch_scores in batches:
@@ -106,9 +82,8 @@ def _score(job: ScoringJob) -> None:
             update_fields=["score", "scoring_job"],
         )
         done += len(batch_scores)
-        ScoringJob.objects.filter(pk=job.pk).update(candidates_done=done, heartbeat_at=timezone.now())
-        if ScoringJob.objects.filter(pk=job.pk, cancel_requested=True).exists():
-            raise ScoringCancelled
+        job_update(job, candidates_done=done)
+        stop_if_cancelled(job)
 
 
 def project_queue_order_set(*, project: Project, order: str, reward_version: ModelVersion | None = None) -> Project:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from annotation.models import PreferencePair, Project
+from config.job_queue import job_progress
 from annotation.pairs import split_rule
 from training.models import CandidateScore, TrainingMetric, TrainingRun, TrainingRunPair
 from training.trainers.data import PreferenceExample
@@ -39,33 +39,11 @@ def split_examples(pairs: QuerySet[PreferencePair], eval_fraction: float) -> Spl
 # --- runs: progress and charts -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RunProgress:
-    percent: int
-    elapsed_seconds: float
-    eta_seconds: float | None
-    seconds_per_step: float | None
-
-    def as_dict(self) -> dict:
-        return {
-            "percent": self.percent,
-            "elapsed_seconds": round(self.elapsed_seconds, 1),
-            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
-            "seconds_per_step": None if self.seconds_per_step is None else round(self.seconds_per_step, 2),
-        }
-
-
-def run_progress(run: TrainingRun) -> RunProgress:
-    end = run.finished_at or timezone.now()
-    elapsed = (end - run.started_at).total_seconds() if run.started_at else 0.0
-    percent = int(100 * run.step / run.total_steps) if run.total_steps else 0
-    per_step = eta = None
-    if run.training_started_at and run.step:
-        # Loading the model is left out: the rate is the training's own.
-        per_step = (end - run.training_started_at).total_seconds() / run.step
-        if run.status == TrainingRun.Status.RUNNING:
-            eta = per_step * max(0, run.total_steps - run.step)
-    return RunProgress(percent=percent, elapsed_seconds=elapsed, eta_seconds=eta, seconds_per_step=per_step)
+def run_progress(run: TrainingRun) -> dict:
+    """The shared progress figures plus seconds per step (loading the model left out: the training's own rate)."""
+    progress = job_progress(run)
+    per_step = 1 / progress.per_second if progress.per_second else None
+    return {**progress.as_dict(), "seconds_per_step": None if per_step is None else round(per_step, 2)}
 
 
 CHARTS = {

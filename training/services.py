@@ -1,4 +1,5 @@
-"""Training runs: launch, run (in the GPU worker), cancel, notice dead workers, register the result.
+"""Training runs: launch, the training they do in the GPU worker (config.jobs runs it: claim, heartbeat, cancel,
+failure, dead workers), and registering the result.
 
 A run's pairs are fixed when it is launched (TrainingRunPair rows, split by prompt), so pairs added later never
 slip in and every model version traces back to the exact rankings behind it. The worker trains with
@@ -10,9 +11,7 @@ keeps the adapter it had reached in its folder. No run writes to rankings or pai
 from __future__ import annotations
 
 import json
-import logging
 import shutil
-import traceback
 from pathlib import Path
 
 from django.conf import settings
@@ -23,7 +22,7 @@ from django.utils import timezone
 
 from annotation.models import Project
 from annotation.pairs import pair_filter_from, selected_pairs
-from config.jobs import Heartbeat, cancel_requested, claim_queued, reap_silent
+from config.jobs import JobCancelled, cancel_was_requested, job_update, run_job
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from training import selectors
@@ -31,9 +30,6 @@ from training.models import TrainingMetric, TrainingRun, TrainingRunPair
 from training.trainers.data import PreferenceExample, content_hash
 from training.trainers.settings import SettingsError, training_settings
 
-logger = logging.getLogger(__name__)
-
-WORKER_DIED = "The worker running this training stopped (killed or crashed); no model was registered."
 VERSION_KIND = {TrainingRun.Kind.DPO: ModelVersion.Kind.POLICY, TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD}
 
 
@@ -95,59 +91,21 @@ def _manifest(split: selectors.SplitExamples, projects: list[Project]) -> dict:
     }
 
 
-def training_run_cancel(*, run: TrainingRun) -> TrainingRun:
-    """A queued run is cancelled at once; a running one stops at the end of its current step."""
-    return cancel_requested(TrainingRun, run.pk, noun="run")
-
-
-def training_runs_reap() -> int:
-    return reap_silent(TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING), error=WORKER_DIED)
-
-
 def run_directory(run: TrainingRun) -> Path:
     return settings.ARTIFACTS_DIR / "training-runs" / str(run.pk)
 
 
 def training_run_execute(run_id: int) -> TrainingRun:
-    """Run a training run to its end in this process. Never raises for a run's failure: the row records it."""
-    run = _start(run_id)
-    if run is None:
-        return TrainingRun.objects.get(pk=run_id)
-    try:
-        with Heartbeat(TrainingRun, run.pk):
-            result = _train(run)
-    except Exception as exc:  # noqa: BLE001 - any failure of the model, data or trainer ends the run, recorded
-        logger.exception("Training run %s failed", run.pk)
-        _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
-    else:
-        if result.stopped_early:
-            _finish(run, TrainingRun.Status.CANCELLED, summary=_summary(result))
-        else:
-            _register(run, result)
-    run.refresh_from_db()
-    return run
-
-
-def _start(run_id: int) -> TrainingRun | None:
-    training_runs_reap()
-    run = claim_queued(TrainingRun, run_id, worker_died=WORKER_DIED)
-    if run is not None:
-        run.output_dir = str(run_directory(run))
-        run.save(update_fields=["output_dir"])
-    return run
-
-
-def _finish(run: TrainingRun, status: str, *, error: str = "", summary: dict | None = None) -> None:
-    fields = {"status": status, "error": error, "finished_at": timezone.now()}
-    if summary is not None:
-        fields["summary"] = summary
-    TrainingRun.objects.filter(pk=run.pk).update(**fields)
+    """Train to the end in this process (the GPU worker's task); a success registers the model version in the
+    transaction that marks the run succeeded. The run row records how it ended."""
+    return run_job(TrainingRun, run_id, work=_train, succeed=_register)
 
 
 def _train(run: TrainingRun):
     from training.trainers.merge import merge_adapter
     from training.trainers.run import train_adapter
 
+    job_update(run, output_dir=str(run_directory(run)))
     folder = Path(run.output_dir)
     if folder.exists():
         shutil.rmtree(folder)  # a leftover of an earlier attempt with the same id (a reused test database)
@@ -157,8 +115,8 @@ def _train(run: TrainingRun):
     base, base_model = run.base_version, training_base(run)
     if base.adapter_path:
         merge_adapter(base_model=base.base_model, adapter_path=base.adapter_path, output_dir=Path(base_model))
-    TrainingRun.objects.filter(pk=run.pk).update(summary={"base_model": base_model})
-    return train_adapter(
+    job_update(run, summary={"base_model": base_model})
+    result = train_adapter(
         base_model=base_model,
         train=train,
         eval=eval,
@@ -166,6 +124,9 @@ def _train(run: TrainingRun):
         output_dir=folder,
         reporter=_RunReporter(run),
     )
+    if result.stopped_early:
+        raise JobCancelled(summary=_summary(result))
+    return result
 
 
 def training_base(run: TrainingRun) -> str:
@@ -199,22 +160,24 @@ class _RunReporter:
     """Writes the trainer's progress and metrics to the run's rows; asks the trainer to stop when cancelled."""
 
     def __init__(self, run: TrainingRun):
+        self.run = run
         self.run_id = run.pk
         self.rows = TrainingRun.objects.filter(pk=run.pk)
 
     def started(self, total_steps: int) -> None:
         now = timezone.now()
-        self.rows.update(total_steps=total_steps, training_started_at=now, heartbeat_at=now)
+        loading = (now - self.run.started_at).total_seconds() if self.run.started_at else 0.0
+        job_update(self.run, total_steps=total_steps, training_started_at=now, load_seconds=loading)
 
     def logged(self, step: int, split: str, metrics: dict[str, float]) -> None:
         TrainingMetric.objects.bulk_create(
             TrainingMetric(run_id=self.run_id, step=step, split=split, name=name, value=value) for name, value in metrics.items()
         )
         if split == TrainingMetric.Split.TRAIN:
-            self.rows.update(step=step, heartbeat_at=timezone.now())
+            job_update(self.run, step=step)
 
     def should_stop(self) -> bool:
-        return self.rows.filter(cancel_requested=True).exists()
+        return cancel_was_requested(self.run)
 
 
 def _summary(result) -> dict:
@@ -228,21 +191,20 @@ def _summary(result) -> dict:
     }
 
 
-def _register(run: TrainingRun, result) -> None:
+def _register(run: TrainingRun, result) -> dict:
+    """Runs in the transaction that marks the run succeeded; returns the fields saved with it."""
     base = run.base_version
-    summary = _summary(result)
     base_model = training_base(run)
-    with transaction.atomic():
-        model_version_register(
-            name=f"{base.name[:70]}-{run.kind}-run{run.pk}",
-            base_model=base_model,
-            adapter_path=str(result.adapter_dir),
-            kind=VERSION_KIND[run.kind],
-            parent=base,
-            notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {run.dataset_manifest['pairs']['train']} pairs.",
-            config={"training": result.settings, "dataset_manifest": run.dataset_manifest},
-            metrics={"eval": result.eval_metrics, "train": result.train_metrics},
-            training_run=run,
-            created_by=run.requested_by,
-        )
-        _finish(run, TrainingRun.Status.SUCCEEDED, summary={**summary, "base_model": base_model})
+    model_version_register(
+        name=f"{base.name[:70]}-{run.kind}-run{run.pk}",
+        base_model=base_model,
+        adapter_path=str(result.adapter_dir),
+        kind=VERSION_KIND[run.kind],
+        parent=base,
+        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {run.dataset_manifest['pairs']['train']} pairs.",
+        config={"training": result.settings, "dataset_manifest": run.dataset_manifest},
+        metrics={"eval": result.eval_metrics, "train": result.train_metrics},
+        training_run=run,
+        created_by=run.requested_by,
+    )
+    return {"summary": {**_summary(result), "base_model": base_model}, "device": str(result.summary.get("device", ""))[:20]}

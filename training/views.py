@@ -4,8 +4,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.models import Project
-from annotation.roles import EXPLORE, MANAGE
-from config.web import add_validation_errors, require, validation_message
+from annotation.roles import EXPLORE, MANAGE, require
+from config.jobs import job_cancel
+from config.web import add_validation_errors, validation_message
 from generation.models import ModelVersion
 from training import charts, scoring, selectors, services
 from training.forms import QueueOrderForm, ScoringJobForm, TrainingRunForm
@@ -63,7 +64,7 @@ def run_detail(request, run_id):
 @require_POST
 def run_cancel(request, run_id):
     try:
-        services.training_run_cancel(run=get_object_or_404(TrainingRun, pk=run_id))
+        job_cancel(job=get_object_or_404(TrainingRun, pk=run_id))
     except ValidationError as exc:
         messages.error(request, validation_message(exc))
     return redirect("run_detail", run_id=run_id)
@@ -149,7 +150,7 @@ def scoring_detail(request, job_id):
 @require_POST
 def scoring_cancel(request, job_id):
     try:
-        scoring.scoring_job_cancel(job=get_object_or_404(ScoringJob, pk=job_id))
+        job_cancel(job=get_object_or_404(ScoringJob, pk=job_id))
     except ValidationError as exc:
         messages.error(request, validation_message(exc))
     return redirect("scoring_detail", job_id=job_id)

@@ -5,10 +5,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers
 
+from annotation.roles import CanExplore
 from annotation.exporting import labeler_pseudonym
 from annotation.models import PreferencePair, Project, RankingItem
-from annotation.pairs import pair_filter_from, selected_pairs
-from config.api import CanExplore, error_responses
+from annotation.pairs import FILTER_OPTIONS, FilterOption, pair_filter_from, selected_pairs
+from config.api import error_responses
 
 
 class CandidateSerializer(serializers.Serializer):
@@ -73,37 +74,50 @@ class ItemDetail(generics.RetrieveAPIView):
         return RankingItem.objects.filter(project__slug=self.kwargs["slug"]).prefetch_related("candidates__model_version")
 
 
+# The pairs list takes the filters that choose pairs (not eval_fraction, which only splits them), as query parameters.
+PAIR_LIST_FILTERS = tuple(option for option in FILTER_OPTIONS if option.selects)
+_QUERY_TYPES = {"names": str, "bool": bool, "fraction": float, "date": OpenApiTypes.DATE}
+
+
+def _query_parameter(option: FilterOption) -> OpenApiParameter:
+    description = option.description
+    if option.kind == "names":
+        values = "" if callable(option.choices) else f" ({', '.join(value for value, _ in option.choices)})"
+        description = f"Comma-separated{values}. {description}"
+    return OpenApiParameter(option.name, _QUERY_TYPES[option.kind], description=description)
+
+
+def pair_filter_from_query(params) -> dict:
+    """The pair filter in query parameters, as pair_filter_from reads it: lists separated by commas or spaces,
+    booleans as words (anything but false, 0 or no is true)."""
+    data = {}
+    for option in PAIR_LIST_FILTERS:
+        value = params.get(option.name)
+        if not value:
+            continue
+        if option.kind == "names":
+            data[option.name] = value.replace(",", " ").split()
+        elif option.kind == "bool":
+            data[option.name] = value.lower() not in ("false", "0", "no")
+        else:
+            data[option.name] = value
+    return data
+
+
 @extend_schema_view(
     get=extend_schema(
-        parameters=[
-            OpenApiParameter("sources", str, description="Comma-separated pair sources: human, import (default: all)."),
-            OpenApiParameter("exclude_flagged", bool, description="Leave out pairs of flagged or retired items (default true)."),
-            OpenApiParameter(
-                "min_agreement", float, description="Human pairs only from items with at least this agreement (0 to 1)."
-            ),
-            OpenApiParameter("created_from", OpenApiTypes.DATE, description="First day (inclusive)."),
-            OpenApiParameter("created_to", OpenApiTypes.DATE, description="Last day (inclusive)."),
-            OpenApiParameter("model_versions", str, description="Comma-separated model version names: both responses by these."),
-        ],
+        parameters=[_query_parameter(option) for option in PAIR_LIST_FILTERS],
         responses={200: PreferencePairSerializer(many=True), **error_responses(400, 404)},
     )
 )
 class PairList(generics.ListAPIView):
-    """A project's preference pairs. Filters (as for exports and training): ``sources`` (comma-separated),
-    ``exclude_flagged`` (true/false, default true), ``min_agreement``, ``created_from``, ``created_to``,
-    ``model_versions`` (comma-separated)."""
+    """A project's preference pairs, filtered as exports and training runs filter them (the query parameters below;
+    lists comma-separated)."""
 
     serializer_class = PreferencePairSerializer
     permission_classes = [CanExplore]
-    FILTERS = ("min_agreement", "created_from", "created_to", "model_versions")
 
     def get_queryset(self):
         project = get_object_or_404(Project, slug=self.kwargs["slug"])
-        params = self.request.query_params
-        data = {name: params[name] for name in self.FILTERS if params.get(name)}
-        if params.get("sources"):
-            data["sources"] = [source for source in params["sources"].split(",") if source]
-        if params.get("exclude_flagged"):
-            data["exclude_flagged"] = params["exclude_flagged"].lower() not in ("false", "0", "no")
-        pairs = selected_pairs([project], pair_filter_from(data))
+        pairs = selected_pairs([project], pair_filter_from(pair_filter_from_query(self.request.query_params)))
         return pairs.select_related("chosen", "rejected")

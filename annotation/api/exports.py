@@ -11,10 +11,12 @@ from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.roles import CanExplore, IsExplorer
 from annotation import exports
+from annotation.api.jobs import JOB_STATE_FIELDS, JobStateSerializer
 from annotation.api.serializers import PairFilterField
 from annotation.models import Export, Project
-from config.api import CanExplore, IsExplorer, error_responses
+from config.api import error_responses
 
 
 class ExportCreateSerializer(serializers.Serializer):
@@ -23,7 +25,7 @@ class ExportCreateSerializer(serializers.Serializer):
     pair_filter = PairFilterField(default=dict)
 
 
-class ExportSerializer(serializers.ModelSerializer):
+class ExportSerializer(JobStateSerializer, serializers.ModelSerializer):
     projects = serializers.SlugRelatedField(slug_field="slug", many=True, read_only=True)
     format = serializers.ChoiceField(source="export_format", choices=Export.Format.choices, read_only=True)
     pair_filter = PairFilterField(read_only=True, help_text="The filter as applied, every key filled in.")
@@ -34,7 +36,7 @@ class ExportSerializer(serializers.ModelSerializer):
         model = Export
         fields = [
             "id", "projects", "format", "pair_filter", "status", "rows_total", "rows_done", "size_bytes", "sha256",
-            "data_url", "card_url", "error", "created_at", "started_at", "finished_at",
+            "data_url", "card_url", "error", "created_at", "started_at", "finished_at", *JOB_STATE_FIELDS,
         ]
 
     def get_data_url(self, export) -> str | None:

@@ -11,8 +11,8 @@ from annotation import labeling, selectors
 from annotation.api.serializers import MessageSerializer, TiersField
 from annotation.labeling import MAX_RATIONALE
 from annotation.models import ItemFlag, Project, Ranking
-from annotation.roles import EXPLORE
-from config.api import MAX_ID, CanExplore, IsAdmin, IsLabeler, error_responses, int64
+from annotation.roles import CanExplore, EXPLORE, IsAdmin, IsLabeler
+from config.api import MAX_ID, error_responses, int64
 
 
 class RankingSerializer(serializers.ModelSerializer):

@@ -7,6 +7,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.roles import AnyRoleReadsAdminWrites, CanExplore, IsAdmin
 from annotation import selectors, services
 from annotation.api.serializers import (
     ImportErrorSerializer,
@@ -17,7 +18,7 @@ from annotation.api.serializers import (
 )
 from annotation.importing import ImportFileError, RowError, parse_row
 from annotation.models import Project, Prompt
-from config.api import AnyRoleReadsAdminWrites, CanExplore, IsAdmin, ValidationErrorSerializer, error_responses
+from config.api import ValidationErrorSerializer, error_responses
 
 
 @extend_schema_view(

@@ -22,3 +22,11 @@ def markdown(text: str) -> str:
     renderer.inlinePatterns.deregister("html")
     html = renderer.convert(text or "")
     return mark_safe(nh3.clean(html, tags=ALLOWED_TAGS, attributes={"a": {"href", "title"}}, link_rel="noopener nofollow"))
+
+
+@register.inclusion_tag("_job_queue.html")
+def job_queue(job):
+    """A queued job's place in its queue and what it waits for (nothing once it runs)."""
+    from config.job_queue import queue_place
+
+    return {"place": queue_place(job)}

@@ -3,6 +3,7 @@ import math
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.api.jobs import JobProgressSerializer, JobStateSerializer
 from config.api import MAX_ID
 from generation.jobs import MAX_NEW_TOKENS
 from generation.models import GenerationJob, ModelVersion
@@ -86,14 +87,11 @@ class PlanEntryOutSerializer(serializers.Serializer):
     n = serializers.IntegerField()
 
 
-class JobProgressSerializer(serializers.Serializer):
-    percent = serializers.IntegerField()
-    elapsed_seconds = serializers.FloatField()
+class GenerationProgressSerializer(JobProgressSerializer):
     tokens_per_second = serializers.FloatField(allow_null=True, help_text="While generating (model loading left out).")
-    eta_seconds = serializers.FloatField(allow_null=True, help_text="While running.")
 
 
-class GenerationJobSerializer(serializers.Serializer):
+class GenerationJobSerializer(JobStateSerializer):
     id = serializers.IntegerField()
     project = serializers.CharField(source="project.slug")
     status = serializers.ChoiceField(choices=GenerationJob.Status.choices)
@@ -117,8 +115,8 @@ class GenerationJobSerializer(serializers.Serializer):
     def get_models(self, job) -> list[dict]:
         return [{"model": entry.model_version.name, "n": entry.n} for entry in job.model_plan.all()]
 
-    @extend_schema_field(JobProgressSerializer)
+    @extend_schema_field(GenerationProgressSerializer)
     def get_progress(self, job) -> dict:
         from generation.selectors import job_progress
 
-        return job_progress(job).as_dict()
+        return job_progress(job)

@@ -5,8 +5,10 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.roles import CanExplore, IsAdmin
 from annotation.models import Project
-from config.api import CanExplore, IsAdmin, error_responses
+from config.jobs import job_cancel
+from config.api import error_responses
 from generation import jobs, selectors, services
 from generation.api.serializers import GenerationJobCreateSerializer, GenerationJobSerializer, ModelVersionSerializer
 from generation.models import GenerationJob, ModelVersion
@@ -85,5 +87,5 @@ class GenerationJobCancel(APIView):
 
     @extend_schema(request=None, responses={200: GenerationJobSerializer, **error_responses(400, 404)})
     def post(self, request, pk):
-        job = jobs.generation_job_cancel(job=get_object_or_404(GenerationJob, pk=pk))
+        job = job_cancel(job=get_object_or_404(GenerationJob, pk=pk))
         return Response(GenerationJobSerializer(selectors.jobs_with_plan().get(pk=job.pk)).data)

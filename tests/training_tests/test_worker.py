@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from annotation.labeling import assignment_next
+from config.jobs import job_cancel
 from generation import jobs
 from generation.backends.base import ModelSpec, PromptRequest, Sampling, open_backend
 from generation.models import Candidate, GenerationJob, ModelVersion
@@ -98,7 +99,7 @@ def test_cancel_a_running_run_in_the_worker(celery_worker, ranked_project, tiny_
         kind="dpo", base_version=tiny_version, projects=[ranked_project], settings={**SMALL_RUN, "epochs": 100}
     )
     wait_until(lambda: TrainingRun.objects.get(pk=run.pk).step >= 2, 180, "for two steps")
-    services.training_run_cancel(run=run)
+    job_cancel(job=run)
     run = wait_finished(TrainingRun, run.pk)
     assert run.status == "cancelled" and run.step < run.total_steps
     assert not ModelVersion.objects.filter(training_run=run).exists()

@@ -2,11 +2,12 @@ import json
 from dataclasses import fields
 
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from annotation.api.jobs import JOB_STATE_FIELDS, JobProgressSerializer, JobStateSerializer
 from annotation.api.serializers import PairFilterField
+from config.job_queue import job_progress
 from annotation.models import Project
 from annotation.pairs import pair_filter_from
 from generation.models import ModelVersion
@@ -103,14 +104,11 @@ def _pair_filter_errors(data: dict) -> dict[str, list[str]]:
     return {}
 
 
-class RunProgressSerializer(serializers.Serializer):
-    percent = serializers.IntegerField()
-    elapsed_seconds = serializers.FloatField()
-    eta_seconds = serializers.FloatField(allow_null=True, help_text="While running.")
+class RunProgressSerializer(JobProgressSerializer):
     seconds_per_step = serializers.FloatField(allow_null=True, help_text="Once training steps began (loading left out).")
 
 
-class TrainingRunSerializer(serializers.Serializer):
+class TrainingRunSerializer(JobStateSerializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     status = serializers.ChoiceField(choices=TrainingRun.Status.choices)
@@ -137,7 +135,7 @@ class TrainingRunSerializer(serializers.Serializer):
 
     @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:
-        return selectors.run_progress(run).as_dict()
+        return selectors.run_progress(run)
 
     def get_model_version(self, run) -> str | None:
         version = getattr(run, "model_version", None)  # reverse one-to-one: missing until the run succeeds
@@ -161,11 +159,6 @@ class ScoringJobCreateSerializer(serializers.Serializer):
     reward_version = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
 
 
-class ScoringProgressSerializer(serializers.Serializer):
-    percent = serializers.IntegerField()
-    elapsed_seconds = serializers.FloatField()
-
-
 class AccuracySerializer(serializers.Serializer):
     pairs = serializers.IntegerField(help_text="Human pairs the reward model did not train on, both responses scored.")
     correct = serializers.IntegerField(help_text="Pairs where the chosen response scored higher.")
@@ -177,7 +170,7 @@ class RewardAccuracySerializer(AccuracySerializer):
     reward_version = serializers.CharField()
 
 
-class ScoringJobSerializer(serializers.ModelSerializer):
+class ScoringJobSerializer(JobStateSerializer, serializers.ModelSerializer):
     project = serializers.CharField(source="project.slug")
     reward_version = serializers.CharField(source="reward_version.name")
     progress = serializers.SerializerMethodField()
@@ -186,15 +179,12 @@ class ScoringJobSerializer(serializers.ModelSerializer):
         model = ScoringJob
         fields = [
             "id", "project", "reward_version", "status", "candidates_total", "candidates_done", "progress",
-            "cancel_requested", "error", "created_at", "started_at", "finished_at",
+            "cancel_requested", "error", "created_at", "started_at", "finished_at", *JOB_STATE_FIELDS,
         ]
 
-    @extend_schema_field(ScoringProgressSerializer)
+    @extend_schema_field(JobProgressSerializer)
     def get_progress(self, job) -> dict:
-        end = job.finished_at or timezone.now()
-        elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
-        percent = int(100 * job.candidates_done / job.candidates_total) if job.candidates_total else 0
-        return {"percent": percent, "elapsed_seconds": round(elapsed, 1)}
+        return job_progress(job).as_dict()
 
 
 class ScoringJobDetailSerializer(ScoringJobSerializer):

@@ -10,8 +10,10 @@ from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.roles import CanExplore, IsAdmin
 from annotation.models import Project
-from config.api import CanExplore, IsAdmin, error_responses, int64
+from config.jobs import job_cancel
+from config.api import error_responses, int64
 from generation.models import ModelVersion
 from training import scoring, selectors, services
 from training.api.serializers import (
@@ -95,7 +97,7 @@ class TrainingRunCancel(APIView):
 
     @extend_schema(request=None, responses={200: TrainingRunSerializer, **error_responses(400, 404)})
     def post(self, request, pk):
-        run = services.training_run_cancel(run=get_object_or_404(TrainingRun, pk=pk))
+        run = job_cancel(job=get_object_or_404(TrainingRun, pk=pk))
         return Response(TrainingRunSerializer(selectors.runs_with_versions().get(pk=run.pk)).data)
 
 
@@ -186,7 +188,7 @@ class ScoringJobCancel(APIView):
 
     @extend_schema(request=None, responses={200: ScoringJobDetailSerializer, **error_responses(400, 404)})
     def post(self, request, pk):
-        job = scoring.scoring_job_cancel(job=get_object_or_404(ScoringJob, pk=pk))
+        job = job_cancel(job=get_object_or_404(ScoringJob, pk=pk))
         return Response(ScoringJobDetailSerializer(job).data)
 
 

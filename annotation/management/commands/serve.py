@@ -5,7 +5,7 @@ from config import processes
 
 
 class Command(BaseCommand):
-    help = "Run the web server (gunicorn) and the Celery workers (queues default and gpu) until Ctrl-C."
+    help = "Run the web server (gunicorn), the Celery workers (queues default and gpu) and Celery beat (the dead-job reaper) until Ctrl-C."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -19,6 +19,7 @@ class Command(BaseCommand):
             processes.web(options["host"], options["port"], workers=options["web_workers"], access_log=options["access_log"]),
             processes.default_worker(),
             processes.gpu_worker(),
+            processes.beat(),
         ]
         url = f"http://{options['host']}:{options['port']}/"
         code = processes.run_together(specs, on_started=lambda: self.stdout.write(self.style.SUCCESS(f"Prefloop is running at {url} (Ctrl-C stops it).")))

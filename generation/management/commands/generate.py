@@ -56,7 +56,7 @@ class Command(BaseCommand):
         progress = selectors.job_progress(job)
         if job.status != GenerationJob.Status.SUCCEEDED:
             raise CommandError(f"Job {job.pk} {job.status}: {job.error}")
-        self.stdout.write(self.style.SUCCESS(f"Done in {progress.elapsed_seconds:.0f} s; {job.duplicates_dropped} empty or duplicate responses dropped."))
+        self.stdout.write(self.style.SUCCESS(f"Done in {progress['elapsed_seconds']:.0f} s; {job.duplicates_dropped} empty or duplicate responses dropped."))
 
 
 def _progress_line(job: GenerationJob) -> str:

@@ -50,7 +50,7 @@ class Command(BaseCommand):
         follow_until_finished(run, _progress_line, self.stdout.write, POLL_SECONDS)
         if run.status != TrainingRun.Status.SUCCEEDED:
             raise CommandError(f"Run {run.pk} {run.status}: {run.error or 'no model was registered.'}")
-        elapsed = selectors.run_progress(run).elapsed_seconds
+        elapsed = selectors.run_progress(run)["elapsed_seconds"]
         self.stdout.write(self.style.SUCCESS(f"Done in {elapsed:.0f} s: registered model version {run.model_version.name}."))
 
 

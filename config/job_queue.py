@@ -1,0 +1,186 @@
+"""Reads over jobs of every kind: progress and ETA, a queued job's place in its queue, and the Jobs page's list."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.utils import timezone
+
+from config.jobs import Job, job_kinds
+
+TYPICAL_OF_LAST = 10  # a kind's typical run time: the median of its last this many succeeded jobs
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    done: int
+    total: int
+    percent: int
+    elapsed_seconds: float
+    per_second: float | None  # units of work (prompts, steps, rows) per second, model loading left out
+    eta_seconds: float | None
+
+    def as_dict(self) -> dict:
+        return {
+            "done": self.done,
+            "total": self.total,
+            "percent": self.percent,
+            "elapsed_seconds": round(self.elapsed_seconds, 1),
+            "per_second": None if self.per_second is None else round(self.per_second, 3),
+            "eta_seconds": None if self.eta_seconds is None else round(self.eta_seconds),
+        }
+
+
+def job_progress(job: Job) -> JobProgress:
+    done, total = job.counts
+    elapsed = _elapsed(job)
+    percent = 100 if job.status == Job.Status.SUCCEEDED else (int(100 * done / total) if total else 0)
+    working = working_seconds(job)
+    rate = done / working if done and working > 0 else None
+    eta = (total - done) / rate if rate and job.status == Job.Status.RUNNING else None
+    return JobProgress(done=done, total=total, percent=percent, elapsed_seconds=elapsed, per_second=rate, eta_seconds=eta)
+
+
+def _elapsed(job: Job) -> float:
+    if not job.started_at:
+        return 0.0
+    return ((job.finished_at or timezone.now()) - job.started_at).total_seconds()
+
+
+def working_seconds(job: Job) -> float:
+    """Seconds since the job started, less the time it spent loading models."""
+    return max(0.0, _elapsed(job) - job.load_seconds)
+
+
+# --- the queue -------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueuePlace:
+    position: int  # 1: the next to start
+    ahead: list[Job]  # what it waits for: the running jobs of its queue, then the queued ones before it
+    wait_seconds: float | None  # an estimate; None when a job ahead has no estimate
+    queue: str
+
+    @property
+    def sentence(self) -> str:
+        """"2nd in line, behind training run 14, about 12 min left"."""
+        text = f"{_ordinal(self.position)} in line on the {self.queue} queue"
+        if self.ahead:
+            text += f", behind {self.ahead[-1]}"
+            running = [job for job in self.ahead if job.status == Job.Status.RUNNING]
+            if running and running[0] is not self.ahead[-1]:
+                text += f" (now running: {running[0]})"
+        if self.wait_seconds is not None and self.ahead:
+            text += f", about {_duration(self.wait_seconds)} left"
+        elif self.ahead:
+            text += ", wait unknown (no finished job of that kind to estimate from)"
+        else:
+            text += ", starting as soon as a worker takes it"
+        return text
+
+    def as_dict(self) -> dict:
+        return {
+            "position": self.position,
+            "queue": self.queue,
+            "waiting_for": [{"kind": job.job_kind, "id": job.pk, "status": job.status} for job in self.ahead],
+            "wait_seconds": None if self.wait_seconds is None else round(self.wait_seconds),
+            "text": self.sentence,
+        }
+
+
+def queue_place(job: Job) -> QueuePlace | None:
+    """Where a queued job stands in its Celery queue (one worker takes one job at a time, oldest first); None unless
+    it is queued."""
+    if job.status != Job.Status.QUEUED:
+        return None
+    running, queued = [], []
+    for model in job_kinds():
+        if model.queue != job.queue:
+            continue
+        rows = model.objects.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).order_by("created_at", "pk")
+        for other in rows:
+            if other.status == Job.Status.RUNNING:
+                running.append(other)
+            elif _order_key(other) < _order_key(job):
+                queued.append(other)
+    queued.sort(key=_order_key)
+    ahead = sorted(running, key=_order_key) + queued
+    return QueuePlace(position=len(queued) + 1, ahead=ahead, wait_seconds=_wait(ahead), queue=job.queue)
+
+
+def _order_key(job: Job) -> tuple[datetime, str, int]:
+    return job.created_at, job.job_kind, job.pk
+
+
+def _wait(ahead: list[Job]) -> float | None:
+    """The time left of the running jobs plus the typical time of each queued one (the queue runs one at a time)."""
+    total = 0.0
+    typical: dict[type[Job], float | None] = {}
+    for job in ahead:
+        model = type(job)
+        if model not in typical:
+            typical[model] = typical_seconds(model)
+        if job.status == Job.Status.RUNNING:
+            left = job_progress(job).eta_seconds
+            if left is None and typical[model] is not None:
+                left = max(0.0, typical[model] - _elapsed(job))
+        else:
+            left = typical[model]
+        if left is None:
+            return None
+        total += left
+    return total
+
+
+def typical_seconds(model: type[Job]) -> float | None:
+    """The median run time of the kind's last succeeded jobs."""
+    rows = (
+        model.objects.filter(status=Job.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False)
+        .order_by("-finished_at")
+        .values_list("started_at", "finished_at")[:TYPICAL_OF_LAST]
+    )
+    durations = [(finished - started).total_seconds() for started, finished in rows]
+    return statistics.median(durations) if durations else None
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{max(1, round(seconds))} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- the Jobs page ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    kind: str = ""
+    status: str = ""
+    project: str = ""  # a project slug
+
+
+def jobs_list(selection: JobFilter, limit: int = 100) -> list[Job]:
+    """The newest jobs of every kind (or one), newest first."""
+    found: list[Job] = []
+    for model in job_kinds():
+        if selection.kind and model.job_kind != selection.kind:
+            continue
+        rows = model.objects.select_related("requested_by").order_by("-created_at", "-pk")
+        rows = rows.select_related(*model.list_select_related).prefetch_related(*model.list_prefetch_related)
+        if selection.status:
+            rows = rows.filter(status=selection.status)
+        if selection.project:
+            rows = rows.filter(**{f"{model.project_lookup}__slug": selection.project}).distinct()
+        found.extend(rows[:limit])
+    found.sort(key=lambda job: (job.created_at, job.job_kind, job.pk), reverse=True)
+    return found[:limit]
