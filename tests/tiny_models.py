@@ -1,17 +1,16 @@
 """Tiny real models for generation tests: random weights from a small Llama config, the real SmolLM2 tokenizer
-(with its chat template), and a LoRA adapter on top. Built once per test session."""
+(with its chat template), and a LoRA adapter on top. Built once per test session.
 
-from django.conf import settings
-
-from generation.backends import default_model
-from generation.services import DEFAULT_MODEL_NAME
+Django is imported only to find the default model's folder when no tokenizer is given, so bench/gpu_check.py (which
+runs without Django) builds the same models."""
 
 
-def build_tiny_model(folder, seed: int = 0):
+def build_tiny_model(folder, seed: int = 0, tokenizer_dir=None):
+    """The tokenizer comes from ``tokenizer_dir``, by default the default model's folder (built under MODELS_DIR)."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME))
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or _default_model_folder())
     torch.manual_seed(seed)
     config = LlamaConfig(
         # head_dim 64: the smallest attention head vLLM's CPU kernels accept.
@@ -22,6 +21,15 @@ def build_tiny_model(folder, seed: int = 0):
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def _default_model_folder():
+    from django.conf import settings
+
+    from generation.backends import default_model
+    from generation.services import DEFAULT_MODEL_NAME
+
+    return default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME)
 
 
 def build_lora_adapter(base_folder, folder, rank: int = 8, seed: int = 1):
@@ -39,4 +47,21 @@ def build_lora_adapter(base_folder, folder, rank: int = 8, seed: int = 1):
             if "lora_B" in name:
                 parameter.normal_(0, 0.5)
     model.save_pretrained(folder)
+    return folder
+
+
+def build_reward_adapter(base_folder, folder, rank: int = 8, seed: int = 2):
+    """An untrained reward-model adapter (a LoRA on a one-output sequence classifier, its score head saved with it)
+    and the tokenizer, laid out as a training run leaves it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(
+        AutoModelForSequenceClassification.from_pretrained(base_folder, num_labels=1),
+        LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS"),
+    )
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_folder).save_pretrained(folder)
     return folder

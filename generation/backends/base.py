@@ -54,6 +54,7 @@ class Generation:
 
 class Backend(Protocol):
     name: str
+    device: str  # where it runs, as resolved by generation.backends.device.resolve_device
 
     def generate(self, requests: Sequence[PromptRequest], sampling: Sampling) -> Iterator[list[Generation]]:
         """Yield the generations of one batch of prompts at a time (every sample of a prompt in the same batch)."""
@@ -71,9 +72,10 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 def open_backend(name: str, model: ModelSpec, **options) -> Backend:
-    """``auto`` picks vLLM where it is installed and a GPU is present, transformers otherwise."""
+    """``auto`` picks vLLM where it is installed and a GPU is present (and no ``device="cpu"`` asked for),
+    transformers otherwise."""
     if name == "auto":
-        name = "vllm" if vllm_usable() else "transformers"
+        name = "vllm" if vllm_usable() and _gpu_requested(options.get("device")) else "transformers"
     if name == "vllm":
         from generation.backends.vllm_backend import VllmBackend
 
@@ -83,6 +85,12 @@ def open_backend(name: str, model: ModelSpec, **options) -> Backend:
 
         return TransformersBackend(model, **options)
     raise ValueError(f"Unknown backend {name!r}: choose auto, vllm or transformers.")
+
+
+def _gpu_requested(device: str | None) -> bool:
+    from generation.backends.device import is_cuda, resolve_device
+
+    return is_cuda(resolve_device(device))
 
 
 def vllm_usable() -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, cut_at_stop
+from generation.backends.device import is_cuda, resolve_device
 
 
 class TransformersBackend:
@@ -14,9 +15,9 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
         # float32 on CPUs: bf16 matmuls are emulated there and several times slower.
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        dtype = torch.bfloat16 if is_cuda(self.device) else torch.float32
         self.tokenizer = AutoTokenizer.from_pretrained(model.base_model)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator, Sequence
 
 from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling
+from generation.backends.device import first_gpu_only, is_cuda, resolve_device
 
 # On CPU the KV cache lives in host memory. An explicit size, rather than vLLM's fraction of a NUMA node minus
 # this process's own memory, does not depend on what else the process or the machine holds.
@@ -26,13 +27,18 @@ class VllmBackend:
         max_model_len: int = 2048,
         gpu_memory_utilization: float = 0.9,
         cpu_kv_cache_bytes: int = CPU_KV_CACHE_BYTES,
+        device: str | None = None,
     ):
         # A Celery prefork child is daemonic and may not start the engine's worker processes.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         import torch
+
+        self.device = first_gpu_only(resolve_device(device), "vLLM")
+        on_gpu = is_cuda(self.device)
+        if on_gpu != torch.cuda.is_available():
+            raise ValueError("vLLM runs on the GPU where one is present: for a CPU run choose the transformers backend.")
         from vllm import LLM
 
-        on_gpu = torch.cuda.is_available()
         options: dict = {"model": model.base_model, "max_model_len": _context_length(model, max_model_len), "seed": 0}
         if on_gpu:
             options["gpu_memory_utilization"] = gpu_memory_utilization

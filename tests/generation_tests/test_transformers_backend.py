@@ -3,6 +3,8 @@
 import pytest
 
 from generation.backends.base import ModelSpec, PromptRequest, Sampling, cut_at_stop, open_backend
+from generation.backends.device import first_gpu_only, resolve_device
+from generation.backends.transformers_backend import TransformersBackend
 
 pytestmark = pytest.mark.slow
 
@@ -51,3 +53,37 @@ def test_unknown_backend_and_missing_model_fail_clearly(tmp_path):
         open_backend("magic", ModelSpec("x"))
     with pytest.raises(OSError):
         open_backend("transformers", ModelSpec(str(tmp_path / "missing")))
+
+
+# --- the device ----------------------------------------------------------------------------------------------------
+
+
+def test_the_device_is_resolved_once_and_cuda_is_refused_without_a_gpu():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the choice on a machine without a GPU")
+    assert resolve_device() == resolve_device("auto") == resolve_device(" CPU ") == "cpu"
+    for requested in ("cuda", "cuda:0", "cuda:1"):
+        with pytest.raises(ValueError, match=f"Device '{requested}' was asked for, but no CUDA GPU is available here"):
+            resolve_device(requested)
+    with pytest.raises(ValueError, match="Unknown device 'gpu': choose auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+    assert first_gpu_only("cuda:0", "Training") == "cuda:0"
+    with pytest.raises(ValueError, match="Training runs on the first visible GPU, not cuda:1"):
+        first_gpu_only("cuda:1", "Training")
+    with pytest.raises(ValueError, match="no CUDA GPU"):
+        TransformersBackend(ModelSpec("unused"), device="cuda")  # refused before loading anything
+
+
+def test_the_backend_reports_and_uses_the_resolved_device(tiny_model):
+    import torch
+
+    backend = open_backend("auto", ModelSpec(tiny_model), device="cpu")
+    assert (backend.name, backend.device) == ("transformers", "cpu")
+    assert {parameter.device for parameter in backend.model.parameters()} == {torch.device("cpu")}
+    seen = []
+    backend.model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"].device), with_kwargs=True)
+    generations = run(backend, Sampling(max_new_tokens=2))
+    assert len(generations) == 6 and seen and set(seen) == {torch.device("cpu")}
+    assert open_backend("transformers", ModelSpec(tiny_model)).device == ("cuda" if torch.cuda.is_available() else "cpu")

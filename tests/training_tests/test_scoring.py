@@ -7,6 +7,7 @@ from annotation.labeling import assignment_next
 from annotation.models import Project, RankingItem
 from generation.models import Candidate
 from tests.factories import make_item, user_with_role
+from tests.tiny_models import build_reward_adapter
 from tests.training_tests.conftest import SMALL_RUN
 from training import scoring, selectors, services
 from training.models import CandidateScore, ScoringJob
@@ -62,3 +63,46 @@ def test_scoring_needs_a_reward_model_and_candidates(ranked_project, tiny_versio
     with pytest.raises(ValidationError):
         scoring.project_queue_order_set(project=ranked_project, order="random")
     assert not ScoringJob.objects.exists()
+
+
+# --- the scorer on its own (no Django): its device -------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_adapter(tiny_model, tmp_path_factory):
+    return str(build_reward_adapter(tiny_model, tmp_path_factory.mktemp("tiny-reward-adapter")))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("load_in_4bit", [False, True])
+def test_the_scorer_reports_and_uses_the_resolved_device(tiny_model, tiny_reward_adapter, load_in_4bit):
+    import bitsandbytes
+    import torch
+
+    from training.trainers.scoring import RewardScorer
+
+    scorer = RewardScorer(base_model=tiny_model, adapter_path=tiny_reward_adapter, load_in_4bit=load_in_4bit, device="cpu")
+    assert scorer.device == "cpu"
+    assert {parameter.device for parameter in scorer.model.parameters()} == {torch.device("cpu")}
+    assert any(isinstance(m, bitsandbytes.nn.Linear4bit) for m in scorer.model.modules()) is load_in_4bit
+    seen = []
+    scorer.model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.extend(kwargs[name].device for name in ("input_ids", "attention_mask")), with_kwargs=True
+    )
+    conversations = [([{"role": "user", "content": f"Say something, number {i}."}], "Hello.") for i in range(3)]
+    scores = [score for batch in scorer.score(conversations, batch_size=2) for score in batch]
+    assert len(scores) == 3 and all(score == score for score in scores)  # finite numbers, not NaN
+    assert len(seen) == 4 and set(seen) == {torch.device("cpu")}
+    auto = RewardScorer(base_model=tiny_model, adapter_path=tiny_reward_adapter, load_in_4bit=load_in_4bit)
+    assert auto.device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_the_scorer_refuses_a_gpu_it_does_not_have():
+    import torch
+
+    from training.trainers.scoring import RewardScorer
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without a GPU")
+    with pytest.raises(ValueError, match="Device 'cuda' was asked for, but no CUDA GPU is available here"):
+        RewardScorer(base_model="unused", adapter_path="unused", device="cuda")

@@ -113,6 +113,31 @@ def test_device_defaults():
     assert forced.gradient_checkpointing is True
 
 
+def test_the_device_behind_the_defaults_is_resolved_once():
+    import torch
+
+    from training.trainers.run import cpu_has_native_bf16, detect_device, training_device
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the choice on a machine without a GPU")
+    assert training_device() == training_device("cpu") == "cpu"
+    assert detect_device() == detect_device("cpu") == Device("cpu", bf16_supported=cpu_has_native_bf16())
+    with pytest.raises(ValueError, match="Device 'cuda' was asked for, but no CUDA GPU is available here"):
+        detect_device("cuda")
+
+
+def test_training_refuses_a_gpu_it_does_not_have_before_loading_anything(tmp_path):
+    import torch
+
+    from training.trainers.run import train_adapter
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the refusal on a machine without a GPU")
+    with pytest.raises(ValueError, match="Device 'cuda' was asked for, but no CUDA GPU is available here"):
+        train_adapter(base_model="unused", train=EXAMPLES, settings=training_settings("dpo"), output_dir=tmp_path, device="cuda")
+    assert not any(tmp_path.iterdir())
+
+
 def test_rows_and_hash():
     rows = trl_rows(EXAMPLES[:1], with_margin=True)
     assert rows == [{
@@ -149,6 +174,7 @@ def test_dpo_in_4_bits_reports_metrics_and_saves_an_adapter(tiny_model, tmp_path
 
     # This machine's defaults: bf16 where the CPU has it natively, no gradient checkpointing on a CPU.
     assert result.settings["bf16"] is cpu_has_native_bf16() and result.settings["gradient_checkpointing"] is False
+    assert result.summary["device"] == "cpu"  # resolved from "auto" on this machine
     assert (result.adapter_dir / "adapter_model.safetensors").is_file() and (result.adapter_dir / "tokenizer_config.json").is_file()
     assert json.loads((tmp_path / "settings.json").read_text())["lora_rank"] == 8
     assert json.loads((tmp_path / "metrics.json").read_text())["log_history"]
@@ -159,9 +185,9 @@ def test_the_reporter_stops_a_run_at_a_step_end_and_the_adapter_is_kept(tiny_mod
 
     result = train_adapter(
         base_model=tiny_model, train=EXAMPLES, settings=training_settings("dpo", {**SMALL, "epochs": 3}),
-        output_dir=tmp_path, reporter=Recorder(stop_after=2),
+        output_dir=tmp_path, reporter=Recorder(stop_after=2), device="cpu",
     )
-    assert result.stopped_early and result.steps == 2 and result.total_steps == 12
+    assert result.stopped_early and result.steps == 2 and result.total_steps == 12 and result.summary["device"] == "cpu"
     assert (result.adapter_dir / "adapter_model.safetensors").is_file()
 
 

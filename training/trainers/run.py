@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from generation.backends.device import first_gpu_only, is_cuda, resolve_device
 from training.trainers.data import PreferenceExample, trl_rows
 from training.trainers.settings import DPO, Device, TrainingSettings, resolved_for_device
 
@@ -61,7 +62,7 @@ class TrainingResult:
     settings: dict
     train_metrics: dict[str, float] = field(default_factory=dict)  # the last logged training step
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
-    summary: dict[str, float] = field(default_factory=dict)  # runtime, samples/s, mean training loss
+    summary: dict[str, float | str] = field(default_factory=dict)  # runtime, samples/s, mean training loss, device
     examples: dict[str, int] = field(default_factory=dict)  # used for train / eval after TRL's length filter
     quantized_layers: int = 0  # linear layers held in 4 bits
 
@@ -69,12 +70,18 @@ class TrainingResult:
         return {**asdict(self), "adapter_dir": str(self.adapter_dir)}
 
 
-def detect_device() -> Device:
-    import torch
+def detect_device(requested: str | None = None) -> Device:
+    """The hardware behind ``requested`` (see resolve_device; None: auto), for the device-aware defaults."""
+    if is_cuda(resolve_device(requested)):
+        import torch
 
-    if torch.cuda.is_available():
         return Device("cuda", bf16_supported=torch.cuda.is_bf16_supported())
     return Device("cpu", bf16_supported=cpu_has_native_bf16())
+
+
+def training_device(requested: str | None = None) -> str:
+    """Where a run trains. On a GPU, the first visible one: the Trainer puts every batch on cuda:0."""
+    return first_gpu_only(resolve_device(requested), "Training")
 
 
 def cpu_has_native_bf16() -> bool:
@@ -94,20 +101,23 @@ def train_adapter(
     settings: TrainingSettings,
     output_dir: Path,
     reporter: Reporter | None = None,
+    device: str | None = None,
 ) -> TrainingResult:
+    """``device``: "auto" (None), "cpu", "cuda" or "cuda:0"; the one used is in the result's summary["device"]."""
     if not train:
         raise NoUsableExamples("There are no training pairs.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reporter = reporter or NoReporter()
-    device = detect_device()
-    settings = resolved_for_device(settings, device)
+    device = training_device(device)
+    settings = resolved_for_device(settings, detect_device(device))
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     callback = _reporting_callback(reporter)
-    trainer = _trainer(base_model, train, eval, settings, output_dir, callback, use_cpu=device.kind == "cpu")
+    trainer = _trainer(base_model, train, eval, settings, output_dir, callback, device)
     examples = {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0}
     if not examples["train"]:
         raise NoUsableExamples(f"No training pair fits in max_length={settings.max_length} tokens.")
+    _check_placement(trainer.model, device)
     if not settings.bf16:
         _trainable_in_float32(trainer.model)
     _no_cpu_inference_packing(trainer.model)
@@ -125,7 +135,7 @@ def train_adapter(
         settings=settings.as_dict(),
         train_metrics=callback.last.get("train", {}),
         eval_metrics=callback.last.get("eval", {}),
-        summary=callback.summary,
+        summary={**callback.summary, "device": device},
         examples=examples,
         quantized_layers=_quantized_layers(trainer.model),
     )
@@ -133,9 +143,10 @@ def train_adapter(
     return result
 
 
-def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, use_cpu: bool):
+def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, device: str):
     from peft import LoraConfig
 
+    on_gpu = is_cuda(device)
     common = dict(
         output_dir=str(output_dir / "trainer"),
         learning_rate=settings.learning_rate,
@@ -146,7 +157,10 @@ def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Pa
         max_length=settings.max_length,
         seed=settings.seed,
         bf16=settings.bf16,
-        use_cpu=use_cpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
+        use_cpu=not on_gpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
+        # The model where the Trainer puts the batches; without a map bitsandbytes would load 4-bit weights onto a
+        # GPU even for a CPU run, and TRL's "auto" map would spread a large model over several GPUs.
+        model_init_kwargs={"device_map": {"": "cuda:0" if on_gpu else "cpu"}},
         gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=1,
         eval_strategy="steps" if eval else "no",
@@ -204,6 +218,17 @@ def _quantization(settings: TrainingSettings):
         bnb_4bit_use_double_quant=settings.double_quant,
         bnb_4bit_compute_dtype=torch.bfloat16 if settings.bf16 else torch.float32,
     )
+
+
+def _check_placement(model, device: str) -> None:
+    """The device reported in the summary is the one the weights are on: a model loaded elsewhere would fail at the
+    first step with tensors on two devices, or train silently on another."""
+    import torch
+
+    kind = torch.device(device).type
+    elsewhere = sorted({str(parameter.device) for parameter in model.parameters() if parameter.device.type != kind})
+    if elsewhere:
+        raise RuntimeError(f"The model was loaded onto {', '.join(elsewhere)} instead of {device}.")
 
 
 def _trainable_in_float32(model) -> None:

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 
+from generation.backends.device import device_map, resolve_device
+
 
 class RewardScorer:
-    def __init__(self, *, base_model: str, adapter_path: str, load_in_4bit: bool = False):
+    def __init__(self, *, base_model: str, adapter_path: str, load_in_4bit: bool = False, device: str | None = None):
         import torch
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
         self.torch = torch
+        self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(adapter_path)
         self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
         quantization = (
@@ -24,7 +27,7 @@ class RewardScorer:
             else None
         )
         model = AutoModelForSequenceClassification.from_pretrained(
-            base_model, num_labels=1, quantization_config=quantization, dtype=torch.float32
+            base_model, num_labels=1, quantization_config=quantization, dtype=torch.float32, device_map=device_map(self.device)
         )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = PeftModel.from_pretrained(model, adapter_path).eval()
@@ -43,8 +46,8 @@ class RewardScorer:
         ]
         width = max(len(row) for row in ids)
         pad = self.tokenizer.pad_token_id
-        input_ids = self.torch.tensor([row + [pad] * (width - len(row)) for row in ids])
-        attention = self.torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids])
+        input_ids = self.torch.tensor([row + [pad] * (width - len(row)) for row in ids], device=self.device)
+        attention = self.torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in ids], device=self.device)
         with self.torch.no_grad():
             logits = self.model(input_ids=input_ids, attention_mask=attention).logits
         return [float(value) for value in logits[:, 0]]
