@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db.models import QuerySet
 
 from annotation.models import Project, Ranking, RankingItem
-from annotation.pairs import PairFilter, selected_pairs, split_rule
+from annotation.pairs import PairFilter, selected_pairs, split_rule, split_rule_description
 from annotation.selectors import item_agreement, project_agreement
 
 FORMATS = ("jsonl", "parquet", "hf", "rankings")
@@ -359,7 +359,7 @@ def dataset_card(*, projects: list[Project], export_format: str, pair_filter: Pa
         "## Filters",
         "",
         *[f"- {name}: {_filter_value(value)}" for name, value in pair_filter.as_dict().items()],
-        f"- split: {split_description(pair_filter)}, `train` and `test` by prompt",
+        f"- split: {split_rule_description(pair_filter.eval_fraction)}, `train` and `test` by prompt",
         "",
         "## Guidelines given to the labelers",
         "",
@@ -396,8 +396,3 @@ def _filter_value(value) -> str:
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
     return str(value)
-
-
-def split_description(pair_filter: PairFilter) -> str:
-    return f"held-out prompts (or {pair_filter.eval_fraction:.0%} of prompts by content hash when none is marked)"
-

@@ -1,6 +1,7 @@
 from django import forms
 
-from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, Export, PreferencePair, Project
+from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, Export, Project
+from annotation.pairs import FILTER_NAMES, FILTER_OPTIONS, FilterOption
 
 
 class ProjectForm(forms.Form):
@@ -28,38 +29,32 @@ class PromptFilterForm(forms.Form):
     split = forms.ChoiceField(choices=[("", "All splits"), ("train", "Train"), ("heldout", "Held out")], required=False)
 
 
-class PairFilterForm(forms.Form):
-    """Which preference pairs: the fields of annotation.pairs.PairFilter."""
+def _filter_form_field(option: FilterOption) -> forms.Field:
+    options = {"required": False, "help_text": option.help, **({"label": option.label} if option.label else {})}
+    if option.kind == "names":
+        # Leaving every box of a non-empty default (all sources) unticked is a mistake, not "any".
+        options |= {"required": bool(option.default), "initial": list(option.default), "choices": option.choices}
+        widget = forms.SelectMultiple if callable(option.choices) else forms.CheckboxSelectMultiple
+        return forms.MultipleChoiceField(widget=widget, **options)
+    if option.kind == "bool":
+        return forms.BooleanField(initial=option.default, **options)
+    if option.kind == "fraction":
+        return forms.FloatField(min_value=0, max_value=option.maximum, initial=option.default, **options)
+    return forms.DateField(widget=forms.DateInput(attrs={"type": "date"}), **options)
 
-    FILTER_FIELDS = ["sources", "exclude_flagged", "min_agreement", "created_from", "created_to", "model_versions", "eval_fraction"]
 
-    sources = forms.MultipleChoiceField(
-        choices=PreferencePair.Source.choices, initial=list(PreferencePair.Source.values), widget=forms.CheckboxSelectMultiple
-    )
-    exclude_flagged = forms.BooleanField(required=False, initial=True, label="Leave out flagged and retired items")
-    min_agreement = forms.FloatField(
-        required=False, min_value=0, max_value=1,
-        help_text="Only human pairs of items whose labelers agree at least this much (0–1); imported pairs are kept.",
-    )
-    created_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    created_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}))
-    eval_fraction = forms.FloatField(
-        required=False, min_value=0, max_value=0.9, initial=0.1,
-        help_text="Held-out prompts go to eval; with none marked, this share of prompts (by content hash).",
-    )
-    model_versions = forms.ModelMultipleChoiceField(
-        queryset=None, to_field_name="name", required=False, help_text="Only pairs whose two responses come from these models.",
-    )
+_PairFilterFields = type(
+    "_PairFilterFields", (forms.Form,), {option.name: _filter_form_field(option) for option in FILTER_OPTIONS}
+)
 
-    def __init__(self, *args, **kwargs):
-        from generation.models import ModelVersion
 
-        super().__init__(*args, **kwargs)
-        self.fields["model_versions"].queryset = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("name")
+class PairFilterForm(_PairFilterFields):
+    """Which preference pairs: one field per field of annotation.pairs.PairFilter."""
+
+    FILTER_FIELDS = list(FILTER_NAMES)
 
     def pair_filter(self) -> dict:
         data = {name: self.cleaned_data.get(name) for name in self.FILTER_FIELDS}
-        data["model_versions"] = [version.name for version in data["model_versions"] or []]
         return {name: value for name, value in data.items() if value not in (None, "", [])}
 
 

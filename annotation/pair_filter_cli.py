@@ -2,33 +2,35 @@
 
 from django.core.management.base import CommandError
 
-from annotation.models import PreferencePair, Project
+from annotation.models import Project
+from annotation.pairs import FILTER_OPTIONS
 
-# Taken as typed: annotation.pairs.pair_filter_from validates them and names a bad one.
-VALUE_OPTIONS = ("min_agreement", "created_from", "created_to", "eval_fraction")
+# Values are taken as typed: annotation.pairs.pair_filter_from validates them and names a bad one.
+METAVARS = {"names": "NAME", "fraction": "X", "date": "YYYY-MM-DD"}
 
 
 def add_pair_filter_arguments(parser) -> None:
+    """One flag per field of annotation.pairs.PairFilter (its ``flag`` metadata); the value lands under the field's name."""
     filters = parser.add_argument_group("which pairs")
-    filters.add_argument("--source", action="append", choices=PreferencePair.Source.values, help="Pair source (repeatable); default all.")
-    filters.add_argument("--include-flagged", action="store_true", help="Keep the pairs of flagged and retired items.")
-    filters.add_argument("--min-agreement", metavar="X", help="Only human pairs of items whose labelers agree at least this much (0-1).")
-    filters.add_argument("--from", dest="created_from", metavar="YYYY-MM-DD", help="Pairs created on or after this day.")
-    filters.add_argument("--to", dest="created_to", metavar="YYYY-MM-DD", help="Pairs created on or before this day.")
-    filters.add_argument("--model-version", action="append", dest="model_versions", metavar="NAME",
-                         help="Only pairs whose two responses come from these model versions (repeatable).")
-    filters.add_argument("--eval-fraction", metavar="X", help="With no prompt marked held-out, hold out this share of prompts (0-0.9).")
+    for option in FILTER_OPTIONS:
+        if option.kind == "bool":
+            # The flag turns off what is on by default (--include-flagged: exclude_flagged false).
+            off = f"Turn off the default: {option.help[0].lower()}{option.help[1:]}"
+            filters.add_argument(option.flag, dest=option.name, action="store_const", const=not option.default, help=off)
+        elif option.kind == "names":
+            choices = None if callable(option.choices) else [value for value, _ in option.choices]
+            filters.add_argument(
+                option.flag, dest=option.name, action="append", choices=choices, metavar=None if choices else METAVARS["names"],
+                help=f"{option.description} Repeatable.",
+            )
+        else:
+            filters.add_argument(option.flag, dest=option.name, metavar=METAVARS[option.kind], help=option.description)
 
 
 def pair_filter_from_options(options: dict) -> dict:
-    pair_filter = {key: options[key] for key in VALUE_OPTIONS if options[key] is not None}
-    if options["source"]:
-        pair_filter["sources"] = list(dict.fromkeys(options["source"]))
-    if options["include_flagged"]:
-        pair_filter["exclude_flagged"] = False
-    if options["model_versions"]:
-        pair_filter["model_versions"] = options["model_versions"]
-    return pair_filter
+    """The filters given on the command line (a repeated list value once each): the rest take their defaults."""
+    given = {option.name: options[option.name] for option in FILTER_OPTIONS if options[option.name] is not None}
+    return {name: list(dict.fromkeys(value)) if isinstance(value, list) else value for name, value in given.items()}
 
 
 def projects_from_slugs(slugs: list[str]) -> list[Project]:

@@ -1,7 +1,13 @@
+from dataclasses import fields
+
 from django import forms
 from django.core.exceptions import ValidationError
 
+from generation.backends.base import Sampling
+from generation.jobs import MAX_NEW_TOKENS
 from generation.models import GenerationJob, ModelVersion
+
+DEFAULT_SAMPLING = Sampling()
 
 
 class ModelVersionForm(forms.Form):
@@ -21,12 +27,14 @@ class GenerationJobForm(forms.Form):
         initial="missing", widget=forms.RadioSelect,
     )
     prompt_ids = forms.CharField(required=False, help_text="Comma-separated, for “These prompt ids”.")
-    temperature = forms.FloatField(initial=0.8, min_value=0, max_value=2)
-    top_p = forms.FloatField(initial=0.95, min_value=0.01, max_value=1)
-    max_new_tokens = forms.IntegerField(initial=256, min_value=1, max_value=4096)
-    seed = forms.IntegerField(initial=0, min_value=0)
+    temperature = forms.FloatField(initial=DEFAULT_SAMPLING.temperature, min_value=0, max_value=2)
+    top_p = forms.FloatField(initial=DEFAULT_SAMPLING.top_p, min_value=0.01, max_value=1)
+    max_new_tokens = forms.IntegerField(initial=DEFAULT_SAMPLING.max_new_tokens, min_value=1, max_value=MAX_NEW_TOKENS)
+    seed = forms.IntegerField(initial=DEFAULT_SAMPLING.seed, min_value=0)
     stop = forms.CharField(required=False, help_text="Stop strings, one per line.", widget=forms.Textarea(attrs={"rows": 2}))
     backend = forms.ChoiceField(choices=GenerationJob.Backend.choices, initial="auto")
+
+    SAMPLING_FIELDS = [*(setting.name for setting in fields(Sampling)), "backend"]  # shown together
 
     def __init__(self, *args, versions, k, **kwargs):
         super().__init__(*args, **kwargs)
@@ -57,4 +65,4 @@ class GenerationJobForm(forms.Form):
     def sampling(self):
         data = self.cleaned_data
         stops = [line for line in data.get("stop", "").splitlines() if line]
-        return {"temperature": data["temperature"], "top_p": data["top_p"], "max_new_tokens": data["max_new_tokens"], "seed": data["seed"], "stop": stops}
+        return {**{setting.name: data[setting.name] for setting in fields(Sampling)}, "stop": stops}

@@ -5,6 +5,7 @@ from rest_framework import serializers
 
 from annotation.api.jobs import JobProgressSerializer, JobStateSerializer
 from config.api import MAX_ID
+from generation.backends.base import Sampling
 from generation.jobs import MAX_NEW_TOKENS
 from generation.models import GenerationJob, ModelVersion
 
@@ -51,14 +52,23 @@ class PromptSelectionField(serializers.DictField):
     """A stored prompt selection, shown as it was saved."""
 
 
+DEFAULT_SAMPLING = Sampling()
+
+
 class SamplingSerializer(serializers.Serializer):
     """Documents the ``sampling`` object; the generation service validates it (and names the field it refuses)."""
 
-    temperature = serializers.FloatField(required=False, min_value=0, max_value=2, help_text="0 to 2 (default 0.8); 0 is greedy.")
-    top_p = serializers.FloatField(required=False, min_value=0, max_value=1, help_text="Above 0, at most 1 (default 0.95).")
-    max_new_tokens = serializers.IntegerField(required=False, min_value=1, max_value=MAX_NEW_TOKENS, help_text="Default 256.")
-    seed = serializers.IntegerField(required=False, min_value=0, help_text="Default 0.")
-    stop = serializers.ListField(child=serializers.CharField(), required=False, help_text="Stop strings.")
+    temperature = serializers.FloatField(
+        required=False, min_value=0, max_value=2, help_text=f"0 to 2 (default {DEFAULT_SAMPLING.temperature}); 0 is greedy."
+    )
+    top_p = serializers.FloatField(
+        required=False, min_value=0, max_value=1, help_text=f"Above 0, at most 1 (default {DEFAULT_SAMPLING.top_p})."
+    )
+    max_new_tokens = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_NEW_TOKENS, help_text=f"Default {DEFAULT_SAMPLING.max_new_tokens}."
+    )
+    seed = serializers.IntegerField(required=False, min_value=0, help_text=f"Default {DEFAULT_SAMPLING.seed}.")
+    stop = serializers.ListField(child=serializers.CharField(), required=False, help_text="Stop strings (default none).")
 
 
 @extend_schema_field(SamplingSerializer)

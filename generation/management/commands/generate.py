@@ -1,3 +1,5 @@
+from dataclasses import fields
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -5,6 +7,7 @@ from annotation.models import Project
 from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation import jobs, selectors
+from generation.backends.base import Sampling
 from generation.models import GenerationJob, ModelVersion
 
 
@@ -20,11 +23,12 @@ class Command(BaseCommand):
         parser.add_argument("--n", action="append", type=int, required=True, help="Candidates per prompt from the --model before it.")
         parser.add_argument("--prompts", choices=["missing", "heldout", "ids"], default="missing")
         parser.add_argument("--ids", default="", help="Comma-separated prompt ids, with --prompts ids.")
-        parser.add_argument("--temperature", type=float, default=0.8)
-        parser.add_argument("--top-p", type=float, default=0.95)
-        parser.add_argument("--max-new-tokens", type=int, default=256)
-        parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--stop", action="append", default=[], help="A stop string (repeatable).")
+        for setting in fields(Sampling):  # --temperature, --top-p, --max-new-tokens, --seed, --stop
+            flag = f"--{setting.name.replace('_', '-')}"
+            if setting.name == "stop":
+                parser.add_argument(flag, action="append", default=[], help="A stop string (repeatable).")
+            else:
+                parser.add_argument(flag, type=type(setting.default), default=setting.default, help=f"Default {setting.default}.")
         parser.add_argument("--backend", choices=GenerationJob.Backend.values, default="auto")
         parser.add_argument("--no-wait", action="store_true", help="Queue the job and return at once.")
 
@@ -39,10 +43,7 @@ class Command(BaseCommand):
                 project=project,
                 plan=[jobs.PlanEntry(_version(name), n) for name, n in zip(options["model"], options["n"])],
                 prompt_selection=_selection(options),
-                sampling={
-                    "temperature": options["temperature"], "top_p": options["top_p"],
-                    "max_new_tokens": options["max_new_tokens"], "seed": options["seed"], "stop": options["stop"],
-                },
+                sampling={setting.name: options[setting.name] for setting in fields(Sampling)},
                 backend=options["backend"],
             )
         except ValidationError as exc:
