@@ -24,9 +24,9 @@ class JobFilterForm(forms.Form):
 
     def selection(self) -> JobFilter:
         """The filter; an invalid field (an unknown kind in a hand-written URL) filters on nothing."""
-        if not self.is_valid():
-            return JobFilter(**{name: self.cleaned_data.get(name, "") for name in ("kind", "status", "project") if name not in self.errors})
-        return JobFilter(**self.cleaned_data)
+        if not self.is_bound or not (self.is_valid() or self.cleaned_data):
+            return JobFilter()
+        return JobFilter(**{name: self.cleaned_data.get(name, "") for name in ("kind", "status", "project")})
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from django.db import transaction
 from annotation import importing
 from annotation.importing import ImportedRow, content_hash
 from annotation.models import PreferencePair, Project, Prompt
+from annotation.pairs import held_out_by_hash
 from annotation.roles import ADMIN, LABELER, RESEARCHER, ROLE_PERMISSIONS
 from generation.models import Candidate
 
@@ -181,7 +182,7 @@ def _existing_prompt_ids(project: Project, hashes: set[str]) -> dict[str, int]:
 
 def _split_for(prompt_hash: str, heldout_fraction: float) -> str:
     """Deterministic by content, so re-importing the same prompts gives the same split."""
-    if heldout_fraction and int(prompt_hash[:8], 16) / 0x100000000 < heldout_fraction:
+    if held_out_by_hash(prompt_hash, heldout_fraction):
         return Prompt.Split.HELDOUT
     return Prompt.Split.TRAIN
 

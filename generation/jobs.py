@@ -34,14 +34,15 @@ class PlanEntry:
 
 
 def sampling_from(data: dict) -> Sampling:
-    """Validated sampling settings; raises ValidationError naming the field."""
+    """Validated sampling settings, missing ones taking Sampling's defaults; raises ValidationError naming the field."""
+    default = Sampling()
     try:
         sampling = Sampling(
-            temperature=float(data.get("temperature", 0.8)),
-            top_p=float(data.get("top_p", 0.95)),
-            max_new_tokens=int(data.get("max_new_tokens", 256)),
-            seed=int(data.get("seed", 0)),
-            stop=tuple(str(s) for s in data.get("stop") or () if str(s)),
+            temperature=float(data.get("temperature", default.temperature)),
+            top_p=float(data.get("top_p", default.top_p)),
+            max_new_tokens=int(data.get("max_new_tokens", default.max_new_tokens)),
+            seed=int(data.get("seed", default.seed)),
+            stop=tuple(str(s) for s in data.get("stop") or default.stop if str(s)),
         )
     except (TypeError, ValueError) as exc:
         raise ValidationError(f"Sampling settings must be numbers: {exc}") from exc
@@ -253,5 +254,5 @@ def first_generation_queue(*, project: Project, model: ModelVersion, max_new_tok
         project=project,
         plan=[PlanEntry(model, project.responses_per_item)],
         prompt_selection={"mode": "missing"},
-        sampling={"temperature": 0.8, "top_p": 0.95, "max_new_tokens": max_new_tokens, "seed": 0},
+        sampling=replace(Sampling(), max_new_tokens=max_new_tokens).as_dict(),
     )

@@ -36,14 +36,19 @@ def broker(url: str):
     """Point this process's Celery app (which enqueues the jobs) and the processes it starts at ``url``."""
     from config.celery import app
 
-    saved = app.conf.broker_url, app.conf.broker_transport_options
+    saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
     options = settings.CELERY_BROKER_TRANSPORT_OPTIONS if url == settings.CELERY_BROKER_URL else _filesystem_options()
+    os.environ["CELERY_BROKER_URL"] = url  # Celery reads it before its configuration
     app.conf.broker_url, app.conf.broker_transport_options = url, options
     _forget_connections(app)
     try:
         yield {**FAST_LIFECYCLE, "CELERY_BROKER_URL": url}
     finally:
-        app.conf.broker_url, app.conf.broker_transport_options = saved
+        environ_url, app.conf.broker_url, app.conf.broker_transport_options = saved
+        if environ_url is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = environ_url
         _forget_connections(app)
 
 

@@ -103,9 +103,10 @@ def training_run_execute(run_id: int) -> TrainingRun:
 
 def _train(run: TrainingRun):
     from training.trainers.merge import merge_adapter
-    from training.trainers.run import train_adapter
+    from training.trainers.run import train_adapter, training_device
 
-    job_update(run, output_dir=str(run_directory(run)))
+    device = training_device()
+    job_update(run, output_dir=str(run_directory(run)), device=device)
     folder = Path(run.output_dir)
     if folder.exists():
         shutil.rmtree(folder)  # a leftover of an earlier attempt with the same id (a reused test database)
@@ -123,6 +124,7 @@ def _train(run: TrainingRun):
         settings=training_settings(run.kind, run.config),
         output_dir=folder,
         reporter=_RunReporter(run),
+        device=device,
     )
     if result.stopped_early:
         raise JobCancelled(summary=_summary(result))
@@ -207,4 +209,4 @@ def _register(run: TrainingRun, result) -> dict:
         training_run=run,
         created_by=run.requested_by,
     )
-    return {"summary": {**_summary(result), "base_model": base_model}, "device": str(result.summary.get("device", ""))[:20]}
+    return {"summary": {**_summary(result), "base_model": base_model}}

@@ -36,6 +36,7 @@ def test_a_job_fills_prompts_to_k_and_creates_ranking_items(tiny_version, tiny_a
     job = launch(project, [(tiny_version, 2), (tiny_adapter_version, 2)])
     job = jobs.generation_job_run(job.pk)
     assert job.status == GenerationJob.Status.SUCCEEDED, job.error
+    assert job.device == "cpu"  # the device the backend resolved, recorded on the job
     assert (job.prompts_done, job.prompts_total) == (3, 3) and job.tokens_generated > 0
     for prompt in prompts:
         item = RankingItem.objects.get(prompt=prompt)

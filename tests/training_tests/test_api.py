@@ -71,7 +71,10 @@ def test_an_admin_launches_a_run(admin_api, admin_user, ranked_project, tiny_ver
     assert run["pair_filter"]["sources"] == ["human"] and run["pair_filter"]["created_to"] == timezone.localdate().isoformat()
     assert run["dataset_manifest"]["pairs"] == {"train": 12, "eval": 6}
     assert (run["step"], run["total_steps"], run["model_version"], run["cancel_requested"], run["error"]) == (0, 0, None, False, "")
-    assert run["progress"] == {"percent": 0, "elapsed_seconds": 0.0, "eta_seconds": None, "seconds_per_step": None}
+    assert run["progress"] == {
+        "done": 0, "total": 0, "percent": 0, "elapsed_seconds": 0.0, "per_second": None, "eta_seconds": None, "seconds_per_step": None,
+    }
+    assert run["queue"]["position"] == 1 and run["queue"]["queue"] == "gpu"
     assert run["requested_by"] == admin_user.username and run["created_at"] and run["finished_at"] is None
     pairs = TrainingRunPair.objects.filter(run_id=run["id"])
     assert (pairs.filter(split="train").count(), pairs.filter(split="eval").count()) == (12, 6)
@@ -242,7 +245,7 @@ def test_an_admin_starts_follows_and_cancels_a_scoring_job(admin_api, ranked_pro
     job = created.json()
     assert (job["project"], job["reward_version"], job["status"]) == (ranked_project.slug, "registered-reward", "queued")
     assert (job["candidates_total"], job["candidates_done"]) == (Candidate.objects.count(), 0) == (18, 0)
-    assert job["progress"] == {"percent": 0, "elapsed_seconds": 0.0}
+    assert job["progress"] == {"done": 0, "total": job["candidates_total"], "percent": 0, "elapsed_seconds": 0.0, "per_second": None, "eta_seconds": None}
     assert job["accuracy"] == {"pairs": 0, "correct": 0, "accuracy": None}  # nothing scored yet
     assert admin_api.get(reverse("api_scoring_job", args=[job["id"]])).json() == job
     listing = admin_api.get(reverse("api_scoring_jobs")).json()

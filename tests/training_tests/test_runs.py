@@ -139,6 +139,7 @@ def test_a_dpo_run_registers_a_policy_version_traced_to_its_pairs(ranked_project
     run = services.training_run_execute(run.pk)
     assert run.status == "succeeded", run.error
     assert (run.step, run.total_steps) == (6, 6) and run.training_started_at
+    assert run.device == "cpu" and run.load_seconds > 0  # the device the run resolved, recorded on it
     version = run.model_version
     assert version.kind == "policy" and version.parent == tiny_version and version.base_model == tiny_version.base_model
     assert version.config["dataset_manifest"] == run.dataset_manifest and version.config["training"]["lora_rank"] == 8

@@ -28,6 +28,7 @@ def test_a_scoring_job_scores_every_candidate_and_measures_held_out_accuracy(ran
     assert reward_version.kind == "reward" and {"accuracy", "margin"} <= set(reward_version.metrics["eval"])
     job = scoring.scoring_job_execute(scoring.scoring_job_create(project=ranked_project, reward_version=reward_version).pk)
     assert job.status == "succeeded", job.error
+    assert job.device == "cpu"  # the device the scorer resolved, recorded on the job
     assert job.candidates_done == job.candidates_total == Candidate.objects.count() == CandidateScore.objects.count()
     accuracy = selectors.reward_accuracy(reward_version, ranked_project)
     assert accuracy["pairs"] == 6  # the held-out prompts' pairs: the run trained on the other 12
