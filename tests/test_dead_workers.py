@@ -59,8 +59,7 @@ def _filesystem_options() -> dict:
 
 
 def _forget_connections(app) -> None:
-    if app._pool is not None:
-        app._pool.force_close_all()
+    """The next message takes a connection to the broker now configured (kombu keeps one pool per broker)."""
     app._pool = None
     app.amqp._producer_pool = None
 
