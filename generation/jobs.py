@@ -17,6 +17,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Count, QuerySet
+
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
@@ -151,7 +152,7 @@ class _JobRun:
         version = entry.model_version
         started = time.monotonic()
         backend = open_backend(self.job.backend, ModelSpec(version.base_model, version.adapter_path))
-        job_update(self.job, load_seconds=self.job.load_seconds + time.monotonic() - started, device=_device_of(backend))
+        job_update(self.job, load_seconds=self.job.load_seconds + time.monotonic() - started, device=backend.device)
         try:
             wanted = {prompt_id: entry.n for prompt_id in self.messages}
             for round_number in range(1 + TOP_UP_ROUNDS):
@@ -177,10 +178,6 @@ class _JobRun:
     def _itemize(self, prompt_ids: set[int]) -> None:
         """Put prompts in the labeling queue as soon as they have their K candidates, not at the end of the job."""
         self.itemized |= _create_items(self.job, sorted(prompt_ids - self.itemized))
-
-
-def _device_of(backend) -> str:
-    return str(getattr(backend, "device", "") or ("vllm" if backend.name == "vllm" else ""))[:20]
 
 
 def _reseeded(sampling: Sampling, round_number: int) -> Sampling:

@@ -82,6 +82,7 @@ def test_demo_sets_up_and_serves_the_app_and_the_workers(tmp_path):
             cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
         )
         assert "default@" in ping.stdout and "gpu@" in ping.stdout, ping.stdout + ping.stderr
+        assert "beat: Starting" in output.text  # Celery beat sends the dead-job reaper
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -1,6 +1,5 @@
 """Training runs (reward model or DPO), their live metrics and their artifacts."""
 
-from django.conf import settings
 from django.db import models
 
 from config.jobs import Job

@@ -67,7 +67,7 @@ def _score(job: ScoringJob) -> None:
         adapter_path=version.adapter_path,
         load_in_4bit=bool(version.config.get("training", {}).get("load_in_4bit", False)),
     )
-    job_update(job, load_seconds=time.monotonic() - started, device=str(getattr(scorer, "device", "cpu")))
+    job_update(job, load_seconds=time.monotonic() - started, device=scorer.device)
     batches = scorer.score([(messages, text) for _, messages, text in candidates], batch_size=BATCH_SIZE)
     done = 0
     for batch_scores in batches:
