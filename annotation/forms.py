@@ -2,6 +2,8 @@ from django import forms
 
 from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, Export, Project
 from annotation.pairs import FILTER_NAMES, FILTER_OPTIONS, FilterOption
+from config.job_queue import JobFilter
+from config.jobs import Job, job_kinds
 
 
 class ProjectForm(forms.Form):
@@ -63,3 +65,23 @@ class ExportForm(PairFilterForm):
     export_format = forms.ChoiceField(choices=Export.Format.choices, initial="jsonl", widget=forms.RadioSelect, label="Format")
 
     field_order = ["projects", "export_format"]
+
+
+class JobFilterForm(forms.Form):
+    """Which jobs the Jobs page and ``GET /api/jobs/`` list."""
+
+    kind = forms.ChoiceField(required=False)
+    status = forms.ChoiceField(required=False, choices=[("", "Any status"), *Job.Status.choices])
+    project = forms.CharField(required=False, widget=forms.Select, help_text="A project's slug.")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [("", "Every kind"), *((model.job_kind, model.kind_label) for model in job_kinds())]
+        self.fields["project"].widget.choices = [("", "Every project"), *Project.objects.order_by("name").values_list("slug", "name")]
+
+    def selection(self) -> JobFilter:
+        """The filter; a field that is not valid (an unknown kind in a hand-written URL) filters on nothing."""
+        if not self.is_bound:
+            return JobFilter()
+        self.is_valid()
+        return JobFilter(**{name: self.cleaned_data.get(name, "") for name in self.fields})

@@ -91,59 +91,67 @@ class QueuePlace:
         }
 
 
+class JobQueues:
+    """The queues as they stand now, read once however many jobs are placed in them (a list places every row): one
+    worker per queue takes one job at a time, oldest first."""
+
+    def __init__(self):
+        self._active: list[Job] | None = None
+        self._typical: dict[type[Job], float | None] = {}
+
+    def place(self, job: Job) -> QueuePlace | None:
+        """Where a queued job stands in its queue; None unless it is queued."""
+        if job.status != Job.Status.QUEUED:
+            return None
+        same_queue = [other for other in self._active_jobs() if other.queue == job.queue]
+        running = [other for other in same_queue if other.status == Job.Status.RUNNING]
+        queued = [other for other in same_queue if other.status == Job.Status.QUEUED and _order_key(other) < _order_key(job)]
+        ahead = running + queued
+        return QueuePlace(position=len(queued) + 1, ahead=ahead, wait_seconds=self._wait(ahead), queue=job.queue)
+
+    def _active_jobs(self) -> list[Job]:
+        """Every queued or running job of every kind, oldest first."""
+        if self._active is None:
+            active = (Job.Status.QUEUED, Job.Status.RUNNING)
+            self._active = sorted((job for model in job_kinds() for job in model.objects.filter(status__in=active)), key=_order_key)
+        return self._active
+
+    def _wait(self, ahead: list[Job]) -> float | None:
+        """The time left of the running jobs plus the typical time of each queued one (the queue runs one at a time)."""
+        total = 0.0
+        for job in ahead:
+            typical = self._typical_seconds(type(job))
+            if job.status == Job.Status.RUNNING:
+                left = job_progress(job).eta_seconds
+                if left is None and typical is not None:
+                    left = max(0.0, typical - _elapsed(job))
+            else:
+                left = typical
+            if left is None:
+                return None
+            total += left
+        return total
+
+    def _typical_seconds(self, model: type[Job]) -> float | None:
+        """The median run time of the kind's last succeeded jobs."""
+        if model not in self._typical:
+            rows = (
+                model.objects.filter(status=Job.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False)
+                .order_by("-finished_at")
+                .values_list("started_at", "finished_at")[:TYPICAL_OF_LAST]
+            )
+            durations = [(finished - started).total_seconds() for started, finished in rows]
+            self._typical[model] = statistics.median(durations) if durations else None
+        return self._typical[model]
+
+
 def queue_place(job: Job) -> QueuePlace | None:
-    """Where a queued job stands in its Celery queue (one worker takes one job at a time, oldest first); None unless
-    it is queued."""
-    if job.status != Job.Status.QUEUED:
-        return None
-    running, queued = [], []
-    for model in job_kinds():
-        if model.queue != job.queue:
-            continue
-        rows = model.objects.filter(status__in=(Job.Status.QUEUED, Job.Status.RUNNING)).order_by("created_at", "pk")
-        for other in rows:
-            if other.status == Job.Status.RUNNING:
-                running.append(other)
-            elif _order_key(other) < _order_key(job):
-                queued.append(other)
-    queued.sort(key=_order_key)
-    ahead = sorted(running, key=_order_key) + queued
-    return QueuePlace(position=len(queued) + 1, ahead=ahead, wait_seconds=_wait(ahead), queue=job.queue)
+    """Where one queued job stands in its queue; None unless it is queued."""
+    return JobQueues().place(job)
 
 
 def _order_key(job: Job) -> tuple[datetime, str, int]:
     return job.created_at, job.job_kind, job.pk
-
-
-def _wait(ahead: list[Job]) -> float | None:
-    """The time left of the running jobs plus the typical time of each queued one (the queue runs one at a time)."""
-    total = 0.0
-    typical: dict[type[Job], float | None] = {}
-    for job in ahead:
-        model = type(job)
-        if model not in typical:
-            typical[model] = typical_seconds(model)
-        if job.status == Job.Status.RUNNING:
-            left = job_progress(job).eta_seconds
-            if left is None and typical[model] is not None:
-                left = max(0.0, typical[model] - _elapsed(job))
-        else:
-            left = typical[model]
-        if left is None:
-            return None
-        total += left
-    return total
-
-
-def typical_seconds(model: type[Job]) -> float | None:
-    """The median run time of the kind's last succeeded jobs."""
-    rows = (
-        model.objects.filter(status=Job.Status.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False)
-        .order_by("-finished_at")
-        .values_list("started_at", "finished_at")[:TYPICAL_OF_LAST]
-    )
-    durations = [(finished - started).total_seconds() for started, finished in rows]
-    return statistics.median(durations) if durations else None
 
 
 def _ordinal(n: int) -> str:

@@ -99,10 +99,6 @@ def job_kinds() -> list[type[Job]]:
     return sorted((m for m in apps.get_models() if issubclass(m, Job)), key=lambda m: m.job_kind)
 
 
-def job_model(kind: str) -> type[Job] | None:
-    return next((model for model in job_kinds() if model.job_kind == kind), None)
-
-
 def dead_after() -> timedelta:
     return timedelta(seconds=settings.JOB_DEAD_AFTER_SECONDS)
 

@@ -208,3 +208,22 @@ def test_jobs_page_and_a_jobs_own_page_show_the_queue(client, users, project, po
 def test_a_finished_job_is_not_in_line(project, policy):
     job = generation_job(project, policy, status=Job.Status.SUCCEEDED)
     assert queue_place(job) is None
+
+
+def test_a_list_reads_the_queues_once_however_many_jobs_wait(api_client, users, project, policy, reward):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api_client.force_authenticate(users["researcher"])
+    training_run(project, policy, status="running", started_at=timezone.now())
+
+    def queries_listing(queued: int) -> int:
+        for _ in range(queued):
+            ScoringJob.objects.create(project=project, reward_version=reward)
+        with CaptureQueriesContext(connection) as captured:
+            rows = api_client.get(reverse("api_jobs"), {"kind": "scoring"}).json()
+        assert all(row["queue"]["position"] >= 1 for row in rows)
+        return len(captured)
+
+    queries_listing(0)  # the first request also reads the user's permissions
+    assert queries_listing(2) == queries_listing(6)

@@ -7,9 +7,10 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from annotation.forms import JobFilterForm
 from annotation.roles import CanExplore
 from config.api import error_responses
-from config.job_queue import JobFilter, job_progress, jobs_list, queue_place
+from config.job_queue import JobQueues, job_progress, jobs_list
 from config.jobs import Job, job_kinds
 
 
@@ -45,7 +46,8 @@ class JobStateSerializer(serializers.Serializer):
 
     @extend_schema_field(QueuePlaceSerializer(allow_null=True))
     def get_queue(self, job) -> dict | None:
-        place = queue_place(job)
+        # One reading of the queues for a whole list (the context is the list serializer's).
+        place = self.context.setdefault("job_queues", JobQueues()).place(job)
         return place.as_dict() if place else None
 
 
@@ -90,17 +92,7 @@ class JobList(APIView):
         responses={200: JobSerializer(many=True), **error_responses(400)},
     )
     def get(self, request):
-        return Response(JobSerializer(jobs_list(_job_filter(request.query_params)), many=True).data)
-
-
-def _job_filter(params) -> JobFilter:
-    kinds = {model.job_kind for model in job_kinds()}
-    selection = JobFilter(**{name: params.get(name, "") for name in ("kind", "status", "project")})
-    errors = {}
-    if selection.kind and selection.kind not in kinds:
-        errors["kind"] = [f"Choose one of {', '.join(sorted(kinds))}."]
-    if selection.status and selection.status not in Job.Status.values:
-        errors["status"] = [f"Choose one of {', '.join(Job.Status.values)}."]
-    if errors:
-        raise ValidationError(errors)
-    return selection
+        form = JobFilterForm(request.query_params)
+        if not form.is_valid():
+            raise ValidationError(form.errors)
+        return Response(JobSerializer(jobs_list(form.selection()), many=True).data)

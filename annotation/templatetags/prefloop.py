@@ -5,6 +5,8 @@ import nh3
 from django import template
 from django.utils.safestring import mark_safe
 
+from config.job_queue import queue_place
+
 register = template.Library()
 
 ALLOWED_TAGS = {
@@ -27,6 +29,4 @@ def markdown(text: str) -> str:
 @register.inclusion_tag("_job_queue.html")
 def job_queue(job):
     """A queued job's place in its queue and what it waits for (nothing once it runs)."""
-    from config.job_queue import queue_place
-
     return {"place": queue_place(job)}
