@@ -76,7 +76,7 @@ class JobFilterForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["kind"].choices = [("", "Every kind"), *((model.job_kind, model.kind_label) for model in job_kinds())]
+        self.fields["kind"].choices = [("", "Every kind"), *((model.job_kind, model.kind_label.capitalize()) for model in job_kinds())]
         self.fields["project"].widget.choices = [("", "Every project"), *Project.objects.order_by("name").values_list("slug", "name")]
 
     def selection(self) -> JobFilter:
