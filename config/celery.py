@@ -6,6 +6,10 @@ import os
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+# Progress bars of model loading and dataset preparation are terminal animations: in a worker's log they are noise
+# (and Celery would log each redraw). Jobs report their progress to the database instead.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 app = Celery("prefloop")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -218,6 +218,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Libraries print to stdout (TRL's metrics, vLLM's notices); that is information, not a warning.
+CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
 CELERY_BEAT_SCHEDULE = {
     "reap-dead-jobs": {"task": "config.celery.reap_dead_jobs", "schedule": JOB_REAPER_SECONDS, "options": {"expires": JOB_REAPER_SECONDS}},
 }
@@ -233,7 +235,13 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": os.environ.get("PREFLOOP_LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # On CPUs with AVX512-BF16, bitsandbytes tries to download a faster 4-bit kernel from the Hugging Face Hub at
+        # import and warns when it cannot (the `kernels` package is absent, and Prefloop runs offline): its own
+        # 4-bit CPU path works without it, so the warning is kept out of every job's log.
+        "bitsandbytes.backends.cpu.ops": {"level": "ERROR"},
+    },
 }
 
 # Labeling: how long an item stays reserved for the labeler who fetched it, and how long a ranking can be revised.

@@ -1,4 +1,4 @@
-"""Template filters: safe Markdown for guidelines, prompts and model output."""
+"""Template filters: safe Markdown for guidelines, prompts and model output; sampling settings in words."""
 
 import markdown as markdown_lib
 import nh3
@@ -30,3 +30,29 @@ def markdown(text: str) -> str:
 def job_queue(job):
     """A queued job's place in its queue and what it waits for (nothing once it runs)."""
     return {"place": queue_place(job)}
+
+
+SAMPLING_WORDS = {
+    "temperature": "temperature {}",
+    "top_p": "top_p {}",
+    "top_k": "top_k {}",
+    "max_new_tokens": "up to {} new tokens",
+    "seed": "seed {}",
+    "stop": "stops at {}",
+}
+
+
+@register.filter
+def sampling(settings: dict) -> str:
+    """Sampling settings as a reader writes them ("temperature 0.7 · top_p 0.95 · up to 256 new tokens"), known
+    keys first in a fixed order, then any others as `key value`."""
+    settings = {key: value for key, value in (settings or {}).items() if value not in (None, "", [])}
+    known = [SAMPLING_WORDS[key].format(_setting_text(settings[key])) for key in SAMPLING_WORDS if key in settings]
+    others = [f"{key} {_setting_text(value)}" for key, value in settings.items() if key not in SAMPLING_WORDS]
+    return " · ".join(known + others)
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(repr(item) if isinstance(item, str) else str(item) for item in value) or "nothing"
+    return str(value)

@@ -1,5 +1,8 @@
 """Reward models at work, in-process: scoring jobs, accuracy on held-out human pairs, hardest-first queue."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -107,3 +110,22 @@ def test_the_scorer_refuses_a_gpu_it_does_not_have():
         pytest.skip("checks the refusal on a machine without a GPU")
     with pytest.raises(ValueError, match="Device 'cuda' was asked for, but no CUDA GPU is available here"):
         RewardScorer(base_model="unused", adapter_path="unused", device="cuda")
+
+
+def test_the_scorer_refuses_an_adapter_without_a_score_head(tmp_path, tiny_model, tiny_reward_adapter):
+    """A policy (DPO) adapter has no score head: scoring with it would use the base's random head."""
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from training.trainers.scoring import RewardScorer, require_score_head
+
+    require_score_head(tiny_reward_adapter)  # the reward adapter carries its head
+    with safe_open(str(Path(tiny_reward_adapter, "adapter_model.safetensors")), framework="pt") as tensors:
+        lora_only = {key: tensors.get_tensor(key) for key in tensors.keys() if ".score." not in key}
+    assert lora_only and all(isinstance(value, torch.Tensor) for value in lora_only.values())
+    policy_like = tmp_path / "policy-adapter"
+    shutil.copytree(tiny_reward_adapter, policy_like)
+    save_file(lora_only, str(policy_like / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match="has no score head: it is not a reward model adapter"):
+        RewardScorer(base_model=tiny_model, adapter_path=str(policy_like), device="cpu")

@@ -93,6 +93,13 @@ def test_reward_run_in_the_worker_then_it_scores_and_orders_the_queue(celery_wor
     assert hard.reward_spread < easy.reward_spread  # refreshed at the end of the job: the project orders by it
     assert assignment_next(labeler=user_with_role("labeler", "next-round-labeler"), project=ranked_project).item_id == hard.pk
 
+    # The worker's log of a training run and three scoring jobs: metrics at INFO, no progress-bar redraws, and no
+    # "score.weight MISSING" (the adapter's head replaces the base's new one).
+    job_log = celery_worker.log[celery_worker.log.index("Task training.tasks.run_training"):]
+    assert "WARNING/ForkPoolWorker" not in job_log and "ERROR/ForkPoolWorker" not in job_log, job_log[-3000:]
+    assert "|#" not in job_log and "MISSING" not in job_log
+    assert "INFO/ForkPoolWorker-1] {'loss'" in job_log and "score head from" in job_log
+
 
 def test_cancel_a_running_run_in_the_worker(celery_worker, ranked_project, tiny_version):
     run = services.training_run_create(

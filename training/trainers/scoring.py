@@ -6,9 +6,14 @@ padded on the right), so a score here is the number the reward model learned to 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 from generation.backends.device import device_map, resolve_device
+
+logger = logging.getLogger(__name__)
 
 
 class RewardScorer:
@@ -26,11 +31,15 @@ class RewardScorer:
             if load_in_4bit
             else None
         )
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_model, num_labels=1, quantization_config=quantization, dtype=torch.float32, device_map=device_map(self.device)
-        )
+        require_score_head(adapter_path)
+        with _no_missing_head_report():
+            model = AutoModelForSequenceClassification.from_pretrained(
+                base_model, num_labels=1, quantization_config=quantization, dtype=torch.float32,
+                device_map=device_map(self.device),
+            )
         model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model = PeftModel.from_pretrained(model, adapter_path).eval()
+        logger.info("Reward model loaded on %s: base %s, LoRA and score head from %s.", self.device, base_model, adapter_path)
 
     def score(self, conversations: Sequence[tuple[list[dict], str]], *, batch_size: int = 8) -> Iterator[list[float]]:
         """Yields the scores batch by batch, in order. Each conversation is (prompt messages, reply)."""
@@ -51,3 +60,30 @@ class RewardScorer:
         with self.torch.no_grad():
             logits = self.model(input_ids=input_ids, attention_mask=attention).logits
         return [float(value) for value in logits[:, 0]]
+
+
+def require_score_head(adapter_path: str) -> None:
+    """A reward adapter carries its trained score head (PEFT saves it as a module to save); without one, the base's
+    freshly initialized head would produce random scores, so refuse it."""
+    from safetensors import safe_open
+
+    weights = Path(adapter_path, "adapter_model.safetensors")
+    if not weights.is_file():
+        raise FileNotFoundError(f"No adapter weights at {weights}.")
+    with safe_open(str(weights), framework="pt") as tensors:
+        if not any(".score." in key for key in tensors.keys()):
+            raise ValueError(f"The adapter at {adapter_path} has no score head: it is not a reward model adapter.")
+
+
+@contextmanager
+def _no_missing_head_report():
+    """The base checkpoint has no score head, so transformers reports `score.weight MISSING … newly initialized` at
+    WARNING; the head is replaced by the adapter's trained one right after (see require_score_head), so the report
+    would only mislead whoever reads the worker log."""
+    loading = logging.getLogger("transformers.modeling_utils")
+    level = loading.level
+    loading.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        loading.setLevel(level)
