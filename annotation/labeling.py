@@ -262,21 +262,35 @@ def _create_pairs(ranking: Ranking, tiers: list[list[int]], item: RankingItem) -
     ranking.pair_count = len(pairs)  # spares the API a COUNT after the commit
 
 
-def ranking_revise(*, labeler: AbstractUser, ranking_id: int, tiers: object, rationale: str | None = None) -> Ranking:
-    """Change one's own ranking within the lease window after submitting; its pairs are derived again."""
+@dataclass(frozen=True)
+class RankingRevision:
+    ranking: Ranking
+    changed: bool  # False: the same tiers (ties in any order) and the same rationale; nothing was written
+
+
+def ranking_revise(*, labeler: AbstractUser, ranking_id: int, tiers: object, rationale: str | None = None) -> RankingRevision:
+    """Change one's own ranking within the lease window after submitting; its pairs are derived again. A revision
+    that changes nothing (same tiers, same rationale) writes nothing and says so."""
     with transaction.atomic():
         ranking = Ranking.objects.select_for_update().select_related("item").filter(pk=ranking_id, labeler=labeler).first()
         if ranking is None:
             raise NotAssigned("No such ranking of yours.")
         if timezone.now() > ranking.created_at + lease_duration():
             raise LabelingError(f"Rankings can be revised for {settings.PREFLOOP_LEASE_MINUTES} minutes after submitting.")
-        ranking.tiers = _valid(tiers, _shown(ranking.item))
-        if rationale is not None:
-            ranking.rationale = _checked_rationale(rationale)
+        tiers = _valid(tiers, _shown(ranking.item))
+        rationale = ranking.rationale if rationale is None else _checked_rationale(rationale)
+        if _same_tiers(tiers, ranking.tiers) and rationale == ranking.rationale:
+            return RankingRevision(ranking=ranking, changed=False)
+        ranking.tiers, ranking.rationale = tiers, rationale
         ranking.save(update_fields=["tiers", "rationale", "updated_at"])
         ranking.pairs.all().delete()
         _create_pairs(ranking, ranking.tiers, ranking.item)
-    return ranking
+    return RankingRevision(ranking=ranking, changed=True)
+
+
+def _same_tiers(first: list[list[int]], second: list[list[int]]) -> bool:
+    """The order within a tier means nothing (its responses are tied)."""
+    return [sorted(tier) for tier in first] == [sorted(tier) for tier in second]
 
 
 def assignment_skip(*, labeler: AbstractUser, item_id: int, reason: str) -> Assignment:

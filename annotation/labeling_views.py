@@ -13,10 +13,15 @@ from annotation.models import ItemFlag, Project, Ranking
 from annotation.roles import LABEL, MANAGE, require
 
 
+EMPTY_QUEUE_POLL_SECONDS = 5  # while a generation job is filling the queue, the empty-queue page asks again this often
+
+
 @require(LABEL)
 def label(request, slug):
+    """The label page; htmx (the empty queue polling while generation runs) gets just the item fragment."""
     project = get_object_or_404(Project, slug=slug)
-    return render(request, "label.html", _next_item_context(request, project))
+    fragment = request.htmx and not request.htmx.history_restore_request
+    return render(request, "_label_item.html" if fragment else "label.html", _next_item_context(request, project))
 
 
 def _next_item_context(request, project, **extra):
@@ -24,6 +29,8 @@ def _next_item_context(request, project, **extra):
     return {
         "project": project,
         "shown": selectors.item_for_labeler(assignment) if assignment else None,
+        "generating": None if assignment else selectors.generation_underway(project),
+        "poll_seconds": EMPTY_QUEUE_POLL_SECONDS,
         "progress": selectors.labeler_progress(request.user, project),
         "flag_reasons": ItemFlag.Reason.choices,
         **extra,
@@ -104,20 +111,25 @@ def ranking_revise(request, slug, ranking_id):
     error = None
     if request.method == "POST":
         try:
-            labeling.ranking_revise(
+            revision = labeling.ranking_revise(
                 labeler=request.user, ranking_id=ranking.pk, tiers=_json_or_none(request.POST.get("tiers", "")),
                 rationale=request.POST.get("rationale", ""),
             )
         except LabelingError as exc:
             error = str(exc)
         else:
-            messages.success(request, "Ranking revised.")
+            text = selectors.ranking_as_text(revision.ranking)
+            messages.success(request, f"Ranking revised: {text}." if revision.changed else f"Ranking unchanged: {text}.")
             return redirect("my_rankings", slug=slug)
     shown = selectors.item_for_labeler(ranking.assignment) if ranking.assignment else None
     return render(
         request,
         "ranking_revise.html",
-        {"project": project, "ranking": ranking, "shown": shown, "initial_tiers": json.dumps(ranking.tiers), "error": error},
+        {
+            "project": project, "ranking": ranking, "shown": shown, "initial_tiers": json.dumps(ranking.tiers),
+            "saved_text": selectors.ranking_as_text(ranking), "revisable_until": ranking.created_at + labeling.lease_duration(),
+            "error": error,
+        },
         status=422 if error else 200,
     )
 

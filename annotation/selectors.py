@@ -17,7 +17,8 @@ from annotation import agreement
 from annotation.agreement import ItemRankings
 from annotation.models import Assignment, ItemFlag, Project, Prompt, Ranking, RankingItem
 from annotation.ranking import display_order, letters_for, ranking_text
-from generation.models import Candidate
+from config.jobs import Job
+from generation.models import Candidate, GenerationJob
 
 
 def projects_with_counts() -> QuerySet[Project]:
@@ -105,6 +106,27 @@ def forget_project_for_labeling(project: Project) -> None:
 
 def _project_cache_key(slug: str) -> str:
     return f"prefloop:project:{slug}"
+
+
+@dataclass(frozen=True)
+class GenerationUnderway:
+    """A generation job still filling this project's queue, as a labeler may see it: no model names."""
+
+    id: int
+    running: bool  # False: queued
+    percent: int | None  # of the job's work (its progress counters), where it knows its total
+
+
+def generation_underway(project: Project) -> GenerationUnderway | None:
+    """The generation job filling this project's queue now, if any: a running one before a queued one, oldest first."""
+    jobs = GenerationJob.objects.filter(project=project, status__in=(Job.Status.QUEUED, Job.Status.RUNNING))
+    job = min(jobs, key=lambda job: (job.status != Job.Status.RUNNING, job.created_at, job.pk), default=None)
+    if job is None:
+        return None
+    done, total = job.counts
+    return GenerationUnderway(
+        id=job.pk, running=job.status == Job.Status.RUNNING, percent=min(100, done * 100 // total) if total else None
+    )
 
 
 def labeler_progress(labeler, project: Project) -> dict[str, int]:

@@ -267,8 +267,8 @@ class RankingDetail(APIView):
     @extend_schema(request=RankingReviseSerializer, responses={200: RankingSerializer, **error_responses(400, 404, 409)})
     def patch(self, request, pk):
         data = _ranking_input(request.data)
-        ranking = labeling.ranking_revise(labeler=request.user, ranking_id=pk, tiers=data["tiers"], rationale=data["rationale"])
-        return Response(_ranking_json(ranking))
+        revision = labeling.ranking_revise(labeler=request.user, ranking_id=pk, tiers=data["tiers"], rationale=data["rationale"])
+        return Response(_ranking_json(revision.ranking))
 
 
 class ProjectProgress(APIView):

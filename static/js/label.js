@@ -15,9 +15,21 @@
       this.letters[id] = card.dataset.letter;
       this.ids[card.dataset.letter] = id;
     });
-    this.tiers = root.dataset.initial ? JSON.parse(root.dataset.initial) : [];
+    this.tiers = [];
     this.history = [];
     this.tieNext = false;
+    // A saved ranking (the revise page) is replayed as if typed letter by letter, so Backspace takes its letters
+    // back one at a time, worst first, exactly as on the labeling page.
+    const initial = root.dataset.initial ? JSON.parse(root.dataset.initial) : [];
+    initial.forEach((tier) =>
+      tier.forEach((id, index) => {
+        if (this.letters[id] === undefined) return;
+        this.history.push(JSON.stringify(this.tiers));
+        if (index === 0) this.tiers.push([id]);
+        else this.tiers[this.tiers.length - 1].push(id);
+      })
+    );
+    this.hint = "";
     this.startedAt = performance.now();
     this.bindDragAndDrop();
     this.render();
@@ -32,6 +44,7 @@
   };
 
   Builder.prototype.change = function (update) {
+    this.hint = "";
     this.history.push(JSON.stringify(this.tiers));
     update();
     this.tiers = this.tiers.filter((tier) => tier.length > 0);
@@ -39,6 +52,7 @@
   };
 
   Builder.prototype.undo = function () {
+    this.hint = "";
     if (this.tieNext) {
       this.tieNext = false;
     } else if (this.history.length) {
@@ -47,9 +61,22 @@
     this.render();
   };
 
+  // Delete: start over (one Backspace brings the whole ranking back).
+  Builder.prototype.clear = function () {
+    this.tieNext = false;
+    this.hint = "";
+    if (this.tiers.length) this.change(() => (this.tiers = []));
+    else this.render();
+  };
+
   Builder.prototype.pressLetter = function (letter) {
     const id = this.ids[letter];
-    if (id === undefined || this.placed().has(id)) return;
+    if (id === undefined) return;
+    if (this.placed().has(id)) {
+      this.hint = letter + " is already placed: Backspace takes back the last letter, Delete clears the ranking.";
+      this.render();
+      return;
+    }
     const tie = this.tieNext && this.tiers.length > 0;
     this.change(() => {
       if (tie) this.tiers[this.tiers.length - 1].push(id);
@@ -126,7 +153,7 @@
       list.append(item, this.gap(index + 1));
     });
     const label = pool.querySelector(".meta");
-    const unranked = Object.keys(this.letters).map(Number).filter((id) => !this.placed().has(id));
+    const unranked = Object.keys(this.ids).sort().map((letter) => this.ids[letter]).filter((id) => !this.placed().has(id));
     pool.replaceChildren(label, ...unranked.map((id) => this.chip(id)));
     this.root.querySelector("[data-ranking-text]").textContent = this.text() + (this.tieNext ? " =" : "");
     const places = {};
@@ -138,6 +165,8 @@
     });
     this.form.querySelector("[name=tiers]").value = JSON.stringify(this.tiers);
     this.form.querySelector(".submit").disabled = !this.complete();
+    const hint = this.root.querySelector("[data-hint]");
+    if (hint) hint.textContent = this.hint;
   };
 
   Builder.prototype.bindDragAndDrop = function () {
@@ -176,12 +205,25 @@
     this.form.requestSubmit();
   };
 
+  // S and F open the skip or flag form inside the ranking bar and put the cursor in its reason box; Enter sends it,
+  // Escape closes it.
   Builder.prototype.reveal = function (selector) {
     const form = this.root.querySelector(selector);
     if (!form) return;
     this.root.querySelectorAll(".skip-form, .flag-form").forEach((other) => (other.hidden = other !== form));
     form.hidden = false;
-    form.querySelector("input, select").focus();
+    const box = form.querySelector("[name=reason]");
+    box.focus();
+    box.scrollIntoView({ block: "nearest" });
+  };
+
+  Builder.prototype.closeForms = function () {
+    let closed = false;
+    this.root.querySelectorAll(".skip-form, .flag-form").forEach((form) => {
+      if (!form.hidden) closed = true;
+      form.hidden = true;
+    });
+    return closed;
   };
 
   function typing(event) {
@@ -189,24 +231,49 @@
     return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || event.target.isContentEditable;
   }
 
+  // Keys (the legend in _keyboard_help.html says the same): letters rank; = ties; Backspace takes back the last
+  // step; Delete clears; Enter submits; S skips; F flags (Shift+F always flags, F alone ranks F when there is a
+  // response F); Escape leaves a text box or closes the skip/flag form.
   document.addEventListener("keydown", (event) => {
     if (!current || !document.body.contains(current.root)) return;
-    if (event.key === "Escape" && typing(event)) {
-      event.target.blur();
+    if (typing(event)) {
+      const form = event.target.closest(".skip-form, .flag-form");
+      if (event.key === "Escape") {
+        if (form) form.hidden = true;
+        event.target.blur();
+        event.preventDefault();
+      } else if (event.key === "Enter" && !event.shiftKey && event.target.tagName !== "INPUT") {
+        // A select (the flag reason) does not submit its form on Enter; a textarea (the rationale) would add a line.
+        if (form) form.requestSubmit();
+        else if (event.target.closest(".rank-form")) current.submit();
+        else return;
+        event.preventDefault();
+      }
       return;
     }
-    if (typing(event) || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.ctrlKey || event.metaKey || event.altKey) return;
+    if (event.target.closest && event.target.closest("button, a, summary") && (event.key === "Enter" || event.key === " ")) return;
     const key = event.key.length === 1 ? event.key.toUpperCase() : event.key;
     if (key === "Enter") current.submit();
     else if (key === "Backspace") current.undo();
-    else if (key === "=") {
-      if (current.tiers.length) current.tieNext = true;
+    else if (key === "Delete") current.clear();
+    else if (key === "Escape") {
+      if (!current.closeForms()) return;
+    } else if (key === "=") {
+      if (current.tiers.length && !current.complete()) current.tieNext = true;
       current.render();
     } else if (key === "S" && !(key in current.ids)) current.reveal(".skip-form");
     else if (key === "F" && (event.shiftKey || !(key in current.ids))) current.reveal(".flag-form");
     else if (key in current.ids) current.pressLetter(key);
     else return;
     event.preventDefault();
+  });
+
+  // The Skip and Flag buttons of the ranking bar do what S and F do.
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest && event.target.closest("[data-reveal]");
+    if (!button || !current || !current.root.contains(button)) return;
+    current.reveal(button.dataset.reveal);
   });
 
   function init(scope) {

@@ -149,3 +149,51 @@ def test_dashboard_shows_progress_agreement_and_flags(client, users, labeler, ad
     response = client.post(reverse("flag_dismiss", args=[project.slug, flag.pk]), headers={"HX-Request": "true"})
     assert "No open flags" in response.content.decode()
     assert RankingItem.objects.get(pk=flagged.pk).status == "active"
+
+
+def test_revising_to_the_same_ranking_writes_nothing_and_says_unchanged(client, labeler, project, item):
+    labeling.assignment_next(labeler=labeler, project=project)
+    a, b, c, d = ids_of(item)
+    ranking = labeling.ranking_submit(labeler=labeler, item_id=item.pk, tiers=[[a], [b], [c, d]], rationale="clear")
+    pair_ids = set(ranking.pairs.values_list("id", flat=True))
+    same = labeling.ranking_revise(labeler=labeler, ranking_id=ranking.pk, tiers=[[a], [b], [d, c]], rationale=" clear ")
+    assert not same.changed  # a tie in another order, the rationale with spaces around it: the same ranking
+    client.force_login(labeler)
+    url = reverse("ranking_revise", args=[project.slug, ranking.pk])
+    page = client.get(url).content.decode()
+    assert "<kbd>Delete</kbd> clear" in page and "<kbd>Backspace</kbd>" in page  # the label page's keyboard help
+    response = client.post(url, {"tiers": json.dumps([[a], [b], [d, c]]), "rationale": "clear"}, follow=True)
+    assert "Ranking unchanged" in response.content.decode() and "Ranking revised" not in response.content.decode()
+    unchanged = Ranking.objects.get(pk=ranking.pk)
+    assert unchanged.updated_at == ranking.updated_at and set(unchanged.pairs.values_list("id", flat=True)) == pair_ids
+    response = client.post(url, {"tiers": json.dumps([[a], [b], [d, c]]), "rationale": "clearer"}, follow=True)
+    assert "Ranking revised" in response.content.decode()
+    assert Ranking.objects.get(pk=ranking.pk).rationale == "clearer"
+    changed = labeling.ranking_revise(labeler=labeler, ranking_id=ranking.pk, tiers=[[b], [a], [c, d]])
+    assert changed.changed and changed.ranking.rationale == "clearer" and changed.ranking.pairs.count() == 5
+
+
+def test_empty_queue_says_a_generation_job_is_still_producing_items_and_polls(client, labeler, project):
+    from generation.models import GenerationJob
+
+    client.force_login(labeler)
+    url = reverse("label", args=[project.slug])
+    page = client.get(url).content.decode()
+    assert "Nothing left to rank" in page and "Check again" in page and "hx-trigger" not in page
+
+    done, total = GenerationJob.progress_fields
+    GenerationJob.objects.create(project=project, status="succeeded", **{done: 5, total: 5})
+    queued = GenerationJob.objects.create(project=project, status="queued", **{done: 0, total: 5})
+    page = client.get(url).content.decode()
+    assert f"Generation job {queued.pk} is queued to produce candidates for this project; new items will appear here automatically." in page
+    running = GenerationJob.objects.create(project=project, status="running", **{done: 2, total: 5})
+    page = client.get(url).content.decode()
+    assert f"Generation job {running.pk} is still producing candidates for this project (40%); new items will appear here automatically." in page
+    assert f'hx-get="{url}" hx-trigger="every 5s"' in page
+    assert "test-policy" not in page and "Check again" not in page
+
+    polled = client.get(url, headers={"HX-Request": "true"})
+    assert polled.status_code == 200 and "<html" not in polled.content.decode() and "every 5s" in polled.content.decode()
+    item = make_item(project)
+    polled = client.get(url, headers={"HX-Request": "true"}).content.decode()
+    assert f'data-item="{item.pk}"' in polled and "hx-trigger" not in polled and "<html" not in polled
