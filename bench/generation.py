@@ -150,9 +150,10 @@ def worker_job(spec: dict) -> dict:
         def __init__(self, backend):
             self.backend = backend
             self.name = backend.name
+            self.device = backend.device
 
-        def generate(self, requests, sampling):
-            iterator = self.backend.generate(requests, sampling)
+        def generate(self, requests, sampling, **options):  # options: on_progress, where the job passes it
+            iterator = self.backend.generate(requests, sampling, **options)
             while True:
                 started = time.perf_counter()
                 try:

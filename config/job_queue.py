@@ -11,6 +11,9 @@ from django.utils import timezone
 from config.jobs import Job, job_kinds
 
 TYPICAL_OF_LAST = 10  # a kind's typical run time: the median of its last this many succeeded jobs
+# No ETA before there is enough to go on: this share of the work done, and this much working time.
+ETA_AFTER_FRACTION = 0.02
+ETA_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,18 @@ class JobProgress:
 
 
 def job_progress(job: Job) -> JobProgress:
+    """Counts, rate and ETA. The rate is the work done (with the finished share of the unit in progress, where the
+    kind records it) over the whole working time (model loading left out): an average that settles as the job runs,
+    stateless, and that moves between two counter steps instead of falling until the next one (the ETA used to swing
+    by 2x between whole batches). The ETA waits for ETA_AFTER_FRACTION of the work and ETA_AFTER_SECONDS of work."""
     done, total = job.counts
+    exact = job.done_exact
     elapsed = _elapsed(job)
-    percent = 100 if job.status == Job.Status.SUCCEEDED else (int(100 * done / total) if total else 0)
+    percent = 100 if job.status == Job.Status.SUCCEEDED else (int(100 * exact / total) if total else 0)
     working = working_seconds(job)
-    rate = done / working if done and working > 0 else None
-    eta = (total - done) / rate if rate and job.status == Job.Status.RUNNING else None
+    rate = exact / working if exact > 0 and working > 0 else None
+    enough = total and exact >= ETA_AFTER_FRACTION * total and working >= ETA_AFTER_SECONDS
+    eta = (total - exact) / rate if rate and enough and job.status == Job.Status.RUNNING else None
     return JobProgress(done=done, total=total, percent=percent, elapsed_seconds=elapsed, per_second=rate, eta_seconds=eta)
 
 

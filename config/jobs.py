@@ -63,6 +63,9 @@ class Job(models.Model):
     queue: ClassVar[str] = "gpu"  # the Celery queue its task is routed to
     progress_fields: ClassVar[tuple[str, str]]  # (done, total) counters
     progress_unit: ClassVar[str]  # what the counters count: "prompts", "steps"
+    # A float field with the done counter plus the finished share of the unit in progress (None: the done counter
+    # itself); rates and ETAs use it, so they move within a long unit of work.
+    progress_exact_field: ClassVar[str | None] = None
     project_lookup: ClassVar[str] = "project"  # the ORM path from a job to its project(s)
     dead_worker_message: ClassVar[str] = "The worker running this job stopped (killed or crashed)."
     detail_url_name: ClassVar[str]  # the URL name of its page, taking the job's id
@@ -85,6 +88,18 @@ class Job(models.Model):
     def counts(self) -> tuple[int, int]:
         done, total = self.progress_fields
         return getattr(self, done), getattr(self, total)
+
+    @property
+    def done_exact(self) -> float:
+        """The done counter, plus the finished share of the unit in progress where the kind records it."""
+        done, total = self.counts
+        exact = getattr(self, self.progress_exact_field) if self.progress_exact_field else done
+        return min(float(total), max(float(done), float(exact or 0)))
+
+    @property
+    def ran_on(self) -> str:
+        """Where it ran, for lists (the device; a kind may add more)."""
+        return self.device
 
     @property
     def is_active(self) -> bool:

@@ -3,8 +3,15 @@ failure, dead workers).
 
 A job asks one or more model versions for ``n`` candidates each per selected prompt. Candidates are saved batch by
 batch as the backend yields them, so a crash or a cancel keeps what was done. Empty responses and responses already
-present for the prompt are dropped and counted; the job tops the prompt up with fresh samples where it can. When a
-prompt has a candidate from every model of the plan (K in all), its RankingItem is created and labelers see it.
+present for the prompt (the same text) are dropped and counted by reason; the job then tops the prompts that fell
+short up with freshly seeded samples, at most TOP_UP_ROUNDS extra rounds, and counts what the top-ups added and the
+prompts still short at the end. When a prompt has a candidate from every model of the plan (K in all), its
+RankingItem is created and labelers see it.
+
+Progress is counted in responses (prompts x K): ``responses_done`` those kept, ``work_done`` the same plus the
+finished share of the batch now generating, as the backend reports it while it runs (``BatchProgress``; written at
+most every PROGRESS_WRITE_SECONDS, which is also when a cancel is noticed mid-batch). The shared job progress takes
+its rate and ETA from ``work_done``.
 """
 
 from __future__ import annotations
@@ -22,11 +29,13 @@ from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
 from config.jobs import job_update, run_job, stop_if_cancelled
-from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling, open_backend
+from generation.backends.base import BatchProgress, Generation, ModelSpec, PromptRequest, Sampling, auto_choice, open_backend
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
 
 TOP_UP_ROUNDS = 2  # extra passes for prompts that lost samples to duplicates or empty responses
 MAX_NEW_TOKENS = 4096
+PROGRESS_WRITE_SECONDS = 1.5  # in-batch progress: at most one write (and one cancel check) this often
+
 
 @dataclass(frozen=True)
 class PlanEntry:
@@ -85,6 +94,7 @@ def generation_job_create(
             sampling=checked.as_dict(),
             prompt_selection=prompt_selection,
             prompts_total=prompts.count(),
+            responses_total=prompts.count() * sum(entry.n for entry in plan),
             requested_by=requested_by,
         )
         GenerationJobModel.objects.bulk_create(
@@ -143,34 +153,67 @@ class _JobRun:
         self.plan = list(job.model_plan.select_related("model_version"))
         self.models_done: dict[int, int] = {}  # prompt id -> models whose first round covered it
         self.itemized: set[int] = set()
+        self.short: set[int] = set()  # prompts some model left with fewer than its n after every round
+        self.last_write = 0.0
 
     def run(self) -> None:
+        # The prompts are selected again as the job starts (others may have filled some since it was queued).
+        job_update(self.job, responses_total=len(self.messages) * sum(entry.n for entry in self.plan))
         for entry in self.plan:
             self._generate(entry)
+        job_update(self.job, prompts_short=len(self.short))
 
     def _generate(self, entry: GenerationJobModel) -> None:
         version = entry.model_version
         started = time.monotonic()
         backend = open_backend(self.job.backend, ModelSpec(version.base_model, version.adapter_path))
-        job_update(self.job, load_seconds=self.job.load_seconds + time.monotonic() - started, device=backend.device)
+        job_update(
+            self.job, load_seconds=self.job.load_seconds + time.monotonic() - started, device=backend.device,
+            backend_used=backend.name, backend_reason=self._why(backend),
+        )
         try:
             wanted = {prompt_id: entry.n for prompt_id in self.messages}
             for round_number in range(1 + TOP_UP_ROUNDS):
                 requests = [PromptRequest(key=p, messages=self.messages[p], n=n) for p, n in wanted.items() if n > 0]
                 if not requests:
                     break
+                if round_number:
+                    job_update(self.job, top_up_rounds=max(self.job.top_up_rounds, round_number))
                 round_sampling = _reseeded(self.sampling, round_number)
-                for batch in backend.generate(requests, round_sampling):
-                    for prompt_id, count in _save_batch(self.job, version, batch, round_sampling).items():
+                for batch in backend.generate(requests, round_sampling, on_progress=self._in_batch):
+                    kept = _save_batch(self.job, version, batch, round_sampling)
+                    for prompt_id, count in kept.items():
                         wanted[prompt_id] -= count
                     batch_prompts = {generation.key for generation in batch}
                     if round_number == 0:
                         for prompt_id in batch_prompts:
                             self.models_done[prompt_id] = self.models_done.get(prompt_id, 0) + 1
                     self._itemize(batch_prompts)
-                    _progress(self.job, batch, finished_prompts=self._finished_prompts())
+                    _progress(self.job, batch, sum(kept.values()), self._finished_prompts(), topped_up=bool(round_number))
+            self.short |= {prompt_id for prompt_id, n in wanted.items() if n > 0}
         finally:
             backend.close()
+
+    def _why(self, backend) -> str:
+        """Why this backend: auto's reason, or that it was asked for."""
+        if self.job.backend != GenerationJob.Backend.AUTO:
+            return "chosen for the job"
+        choice, reason = auto_choice()
+        return f"auto chose it: {reason}" if choice == backend.name else "auto chose it"
+
+    def _in_batch(self, progress: BatchProgress) -> None:
+        """The backend's report from inside a batch: written at most every PROGRESS_WRITE_SECONDS (and a cancel
+        noticed then, without waiting for the batch to end)."""
+        now = time.monotonic()
+        if now - self.last_write < PROGRESS_WRITE_SECONDS:
+            return
+        self.last_write = now
+        job = self.job
+        fields = {"work_done": min(float(job.responses_total), job.responses_done + progress.fraction * progress.sequences)}
+        if progress.tokens is not None:
+            fields["tokens_in_batch"] = progress.tokens
+        job_update(job, **fields)
+        stop_if_cancelled(job)
 
     def _finished_prompts(self) -> int:
         return sum(1 for count in self.models_done.values() if count == len(self.plan))
@@ -188,7 +231,7 @@ def _reseeded(sampling: Sampling, round_number: int) -> Sampling:
 def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generation], sampling: Sampling) -> dict[int, int]:
     """Save a batch's new, non-empty responses; returns how many were kept per prompt."""
     kept: dict[int, int] = {}
-    dropped = 0
+    empty = duplicate = 0
     with transaction.atomic():
         existing = set(
             Candidate.objects.filter(prompt_id__in={g.key for g in batch}).values_list("prompt_id", "text_hash")
@@ -196,8 +239,11 @@ def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generatio
         new = []
         for generation in batch:
             key = (generation.key, content_hash(generation.text))
-            if not generation.text.strip() or key in existing:
-                dropped += 1
+            if not generation.text.strip():
+                empty += 1
+                continue
+            if key in existing:
+                duplicate += 1
                 continue
             existing.add(key)
             kept[generation.key] = kept.get(generation.key, 0) + 1
@@ -209,14 +255,22 @@ def _save_batch(job: GenerationJob, version: ModelVersion, batch: list[Generatio
                 )
             )
         Candidate.objects.bulk_create(new)
-        if dropped:
-            job_update(job, duplicates_dropped=job.duplicates_dropped + dropped)
+        if empty or duplicate:
+            job_update(
+                job, duplicates_dropped=job.duplicates_dropped + empty + duplicate,
+                dropped_empty=job.dropped_empty + empty, dropped_duplicate=job.dropped_duplicate + duplicate,
+            )
     return kept
 
 
-def _progress(job: GenerationJob, batch: list[Generation], finished_prompts: int) -> None:
-    """Report progress (and that the worker is alive); stop here if an admin cancelled the job."""
-    job_update(job, tokens_generated=job.tokens_generated + sum(g.num_tokens for g in batch), prompts_done=finished_prompts)
+def _progress(job: GenerationJob, batch: list[Generation], kept: int, finished_prompts: int, topped_up: bool) -> None:
+    """Report a saved batch (and that the worker is alive); stop here if an admin cancelled the job."""
+    done = job.responses_done + kept
+    job_update(
+        job, tokens_generated=job.tokens_generated + sum(g.num_tokens for g in batch), tokens_in_batch=0,
+        prompts_done=finished_prompts, responses_done=done, work_done=float(done),
+        topped_up=job.topped_up + (kept if topped_up else 0),
+    )
     stop_if_cancelled(job)
 
 

@@ -48,12 +48,24 @@ class GenerationJob(Job):
     sampling = models.JSONField(default=dict, help_text="temperature, top_p, max_new_tokens, seed, stop.")
     prompt_selection = models.JSONField(default=dict, help_text='{"mode": "missing" | "heldout" | "ids", "ids": [...]}')
     prompts_total = models.PositiveIntegerField(default=0)
-    prompts_done = models.PositiveIntegerField(default=0)
-    tokens_generated = models.PositiveBigIntegerField(default=0)
-    duplicates_dropped = models.PositiveIntegerField(default=0)
+    prompts_done = models.PositiveIntegerField(default=0, help_text="Prompts every model of the plan has had a first pass over.")
+    responses_total = models.PositiveIntegerField(default=0, help_text="Responses wanted: prompts x K.")
+    responses_done = models.PositiveIntegerField(default=0, help_text="Responses generated and kept (saved as candidates).")
+    work_done = models.FloatField(default=0.0, help_text="responses_done plus the finished share of the batch now generating.")
+    tokens_generated = models.PositiveBigIntegerField(default=0, help_text="New tokens of the batches finished.")
+    tokens_in_batch = models.PositiveBigIntegerField(default=0, help_text="New tokens so far in the batch now generating.")
+    backend_used = models.CharField(max_length=20, blank=True, help_text="The backend that ran (what auto chose).")
+    backend_reason = models.CharField(max_length=100, blank=True, help_text='Why: "auto chose it: no GPU", "chosen for the job".')
+    duplicates_dropped = models.PositiveIntegerField(default=0, help_text="Responses dropped: empty or duplicate, in all.")
+    dropped_empty = models.PositiveIntegerField(default=0, help_text="Dropped: empty (or whitespace only).")
+    dropped_duplicate = models.PositiveIntegerField(default=0, help_text="Dropped: the same text as a response the prompt already has.")
+    top_up_rounds = models.PositiveSmallIntegerField(default=0, help_text="Extra rounds run for prompts short of K.")
+    topped_up = models.PositiveIntegerField(default=0, help_text="Responses kept from the extra rounds.")
+    prompts_short = models.PositiveIntegerField(default=0, help_text="Prompts still short of K at the end (no ranking item).")
 
     job_kind, kind_label, queue = "generation", "generation job", "gpu"
-    progress_fields, progress_unit = ("prompts_done", "prompts_total"), "prompts"
+    progress_fields, progress_unit = ("responses_done", "responses_total"), "responses"
+    progress_exact_field = "work_done"
     dead_worker_message = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."
     detail_url_name = "job_detail"
     list_select_related = ("project",)
@@ -66,6 +78,10 @@ class GenerationJob(Job):
     def subject(self) -> str:
         models_text = ", ".join(f"{entry.model_version.name} ×{entry.n}" for entry in self.model_plan.all())
         return f"{self.project.name}: {self.prompts_total} prompts, {models_text}"
+
+    @property
+    def ran_on(self) -> str:
+        return " · ".join(part for part in (self.device, self.backend_used) if part)
 
 
 class GenerationJobModel(models.Model):

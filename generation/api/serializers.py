@@ -98,22 +98,35 @@ class PlanEntryOutSerializer(serializers.Serializer):
 
 
 class GenerationProgressSerializer(JobProgressSerializer):
+    work_done = serializers.FloatField(help_text="Responses done plus the finished share of the batch now generating (the bar and ETA use it).")
+    tokens = serializers.IntegerField(help_text="New tokens so far, the batch now generating included where the backend counts them (transformers).")
     tokens_per_second = serializers.FloatField(allow_null=True, help_text="While generating (model loading left out).")
+    backend = serializers.CharField(help_text='For people: "transformers on cpu (auto chose it: no GPU)".')
+    dropped = serializers.CharField(help_text="For people: what was dropped, why, and whether it was generated again.")
 
 
 class GenerationJobSerializer(JobStateSerializer):
     id = serializers.IntegerField()
     project = serializers.CharField(source="project.slug")
     status = serializers.ChoiceField(choices=GenerationJob.Status.choices)
-    backend = serializers.ChoiceField(choices=GenerationJob.Backend.choices)
+    backend = serializers.ChoiceField(choices=GenerationJob.Backend.choices, help_text="As asked for.")
+    backend_used = serializers.CharField(allow_blank=True, help_text="The backend that ran (what auto chose); blank before it starts.")
+    backend_reason = serializers.CharField(allow_blank=True, help_text='"auto chose it: no GPU", "chosen for the job".')
     models = serializers.SerializerMethodField()
     prompt_selection = PromptSelectionField()
     sampling = SamplingField(help_text="The sampling settings, every key filled in.")
     prompts_total = serializers.IntegerField()
     prompts_done = serializers.IntegerField()
-    tokens_generated = serializers.IntegerField()
+    responses_total = serializers.IntegerField(help_text="Prompts x K.")
+    responses_done = serializers.IntegerField(help_text="Generated and kept.")
+    tokens_generated = serializers.IntegerField(help_text="In the batches finished.")
     load_seconds = serializers.FloatField()
-    duplicates_dropped = serializers.IntegerField()
+    duplicates_dropped = serializers.IntegerField(help_text="Responses dropped in all: dropped_empty + dropped_duplicate.")
+    dropped_empty = serializers.IntegerField()
+    dropped_duplicate = serializers.IntegerField(help_text="The same text as another response to its prompt.")
+    top_up_rounds = serializers.IntegerField(help_text="Extra rounds run for prompts short of K (freshly seeded).")
+    topped_up = serializers.IntegerField(help_text="Responses kept from the extra rounds.")
+    prompts_short = serializers.IntegerField(help_text="Prompts still short of K at the end: they get no ranking item.")
     cancel_requested = serializers.BooleanField()
     error = serializers.CharField(allow_blank=True)
     progress = serializers.SerializerMethodField()

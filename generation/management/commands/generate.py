@@ -57,11 +57,14 @@ class Command(BaseCommand):
         progress = selectors.job_progress(job)
         if job.status != GenerationJob.Status.SUCCEEDED:
             raise CommandError(f"Job {job.pk} {job.status}: {job.error}")
-        self.stdout.write(self.style.SUCCESS(f"Done in {progress['elapsed_seconds']:.0f} s; {job.duplicates_dropped} empty or duplicate responses dropped."))
+        self.stdout.write(self.style.SUCCESS(f"Done in {progress['elapsed_seconds']:.0f} s with {progress['backend']}. Dropped: {progress['dropped']}."))
 
 
 def _progress_line(job: GenerationJob) -> str:
-    return f"{job.get_status_display()}: {job.prompts_done}/{job.prompts_total} prompts, {job.tokens_generated} tokens"
+    return (
+        f"{job.get_status_display()}: {job.responses_done}/{job.responses_total} responses, "
+        f"{job.prompts_done}/{job.prompts_total} prompts, {job.tokens_generated + job.tokens_in_batch} tokens"
+    )
 
 
 def _version(name):
