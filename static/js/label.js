@@ -149,7 +149,8 @@
       const rank = document.createElement("span");
       rank.className = "rank";
       rank.textContent = index + 1;
-      item.append(rank, ...tier.map((id) => this.chip(id)));
+      const byLetter = tier.slice().sort((a, b) => this.letters[a].localeCompare(this.letters[b]));
+      item.append(rank, ...byLetter.map((id) => this.chip(id)));
       list.append(item, this.gap(index + 1));
     });
     const label = pool.querySelector(".meta");
