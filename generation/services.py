@@ -82,14 +82,19 @@ def default_model_prepare() -> ModelVersion:
     """
     configured = settings.PREFLOOP_DEFAULT_MODEL
     if configured != DEFAULT_MODEL_NAME:
-        name = slugify(Path(configured).name or configured)[:100]
-        return _get_or_register(name=name, base_model=configured, notes="The default model (PREFLOOP_DEFAULT_MODEL).")
+        return _get_or_register(name=default_model_name(), base_model=configured, notes="The default model (PREFLOOP_DEFAULT_MODEL).")
     target = default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME)
     return _get_or_register(
         name=DEFAULT_MODEL_NAME,
         base_model=str(target),
         notes=f"{default_model.HF_ID}, built offline from the {default_model.PIP_REQUIREMENT} package (Apache-2.0).",
     )
+
+
+def default_model_name() -> str:
+    """The name the default model is registered under (PREFLOOP_DEFAULT_MODEL's last path part, slugified)."""
+    configured = settings.PREFLOOP_DEFAULT_MODEL
+    return DEFAULT_MODEL_NAME if configured == DEFAULT_MODEL_NAME else slugify(Path(configured).name or configured)[:100]
 
 
 def _get_or_register(*, name: str, base_model: str, notes: str) -> ModelVersion:

@@ -4,10 +4,12 @@ from annotation.forms import PairFilterForm
 from annotation.models import Project
 from generation.models import ModelVersion
 from training.models import TrainingRun
-from training.trainers.settings import DPO_LOSS_TYPES, ONLY_FOR, TrainingSettings
+from training.trainers.lengths import MIN_EVAL_PAIRS, MIN_TRAIN_PAIRS
+from training.trainers.settings import DPO_LOSS_TYPES, LABELS, ONLY_FOR, TOO_LONG_CHOICES, TrainingSettings
 
 AUTO_CHOICES = [("auto", "Automatic for the device"), ("true", "On"), ("false", "Off")]
 DEFAULTS = TrainingSettings(kind="dpo")
+TOO_LONG_TEXT = {"truncate": "Truncate them (keep every pair)", "drop": "Drop them"}
 
 
 class TrainingRunForm(PairFilterForm):
@@ -16,7 +18,7 @@ class TrainingRunForm(PairFilterForm):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.RadioSelect, initial="dpo")
     base_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at"),
-        to_field_name="name", help_text="A base model or an earlier DPO round.",
+        to_field_name="name", help_text="A base model or an earlier DPO round. Its lineage is shown below.",
     )
     projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
     # Settings
@@ -37,7 +39,11 @@ class TrainingRunForm(PairFilterForm):
     epochs = forms.FloatField(initial=DEFAULTS.epochs)
     batch_size = forms.IntegerField(initial=DEFAULTS.batch_size, min_value=1)
     gradient_accumulation = forms.IntegerField(initial=DEFAULTS.gradient_accumulation, min_value=1)
-    max_length = forms.IntegerField(initial=DEFAULTS.max_length)
+    max_length = forms.IntegerField(initial=DEFAULTS.max_length, help_text="Prompt + response, in the base's tokens.")
+    too_long = forms.ChoiceField(
+        choices=[(choice, TOO_LONG_TEXT[choice]) for choice in TOO_LONG_CHOICES], initial=DEFAULTS.too_long, required=False,
+        help_text=f"A run needs at least {MIN_TRAIN_PAIRS} training pairs and, if any are held out, {MIN_EVAL_PAIRS} eval pairs.",
+    )
     seed = forms.IntegerField(initial=0, min_value=0)
     eval_steps = forms.IntegerField(initial=0, min_value=0, required=False, help_text="Evaluate every N steps; 0: five times per run.")
     bf16 = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto", label="bf16")
@@ -46,8 +52,14 @@ class TrainingRunForm(PairFilterForm):
     SETTING_FIELDS = [
         "lora_rank", "lora_alpha", "lora_dropout", "target_modules", "load_in_4bit", "double_quant", "beta", "loss_type",
         "label_smoothing", "use_margin", "learning_rate", "epochs", "batch_size", "gradient_accumulation", "max_length",
-        "seed", "eval_steps", "bf16", "gradient_checkpointing",
+        "too_long", "seed", "eval_steps", "bf16", "gradient_checkpointing",
     ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name, label in LABELS.items():  # "LoRA rank", not Django's "Lora rank"
+            if name in self.fields:
+                self.fields[name].label = label
 
     def settings(self) -> dict:
         """The settings that apply to the chosen kind (DPO-only ones are dropped for a reward model and back)."""
@@ -61,6 +73,18 @@ class ScoringJobForm(forms.Form):
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at"), to_field_name="name"
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _preselect_the_only_reward_model(self)
+
+
+def _preselect_the_only_reward_model(form) -> None:
+    field = form.fields["reward_version"]
+    if form.initial.get("reward_version") is None:
+        only = list(field.queryset[:2])
+        if len(only) == 1:
+            form.initial["reward_version"] = only[0]
+
 
 class QueueOrderForm(forms.Form):
     queue_order = forms.ChoiceField(choices=Project.QueueOrder.choices, widget=forms.RadioSelect)
@@ -68,3 +92,7 @@ class QueueOrderForm(forms.Form):
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at"),
         to_field_name="name", required=False,
     )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _preselect_the_only_reward_model(self)

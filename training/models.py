@@ -21,6 +21,11 @@ class TrainingRun(Job):
     output_dir = models.CharField(max_length=500, blank=True)
     summary = models.JSONField(default=dict, blank=True, help_text="Runtime, samples per second, examples used, device.")
     training_started_at = models.DateTimeField(null=True, blank=True, help_text="When the first step began (after loading).")
+    # What the trainer actually used, measured on its datasets once built (empty until then).
+    train_pairs_used = models.PositiveIntegerField(null=True, blank=True, help_text="Training pairs the trainer used.")
+    eval_pairs_used = models.PositiveIntegerField(null=True, blank=True, help_text="Held-out pairs the trainer evaluated on.")
+    pairs_truncated = models.PositiveIntegerField(null=True, blank=True, help_text="Used pairs cut to the max length.")
+    pairs_dropped = models.PositiveIntegerField(null=True, blank=True, help_text="Selected pairs left out for their length.")
 
     job_kind, kind_label, queue = "training", "training run", "gpu"
     progress_fields, progress_unit = ("step", "total_steps"), "steps"
@@ -32,6 +37,10 @@ class TrainingRun(Job):
 
     class Meta(Job.Meta):
         pass
+
+    @property
+    def pairs_used_known(self) -> bool:
+        return self.train_pairs_used is not None
 
     @property
     def subject(self) -> str:

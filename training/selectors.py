@@ -89,9 +89,15 @@ def run_headline(run: TrainingRun) -> dict:
     """The figures a run list shows: pairs used and the final evaluation (runs that registered a model)."""
     version = getattr(run, "model_version", None)
     final = version.metrics.get("eval", {}) if version is not None else {}
+    selected = run.dataset_manifest.get("pairs", {})
     return {
-        "train_pairs": run.dataset_manifest.get("pairs", {}).get("train"),
-        "eval_pairs": run.dataset_manifest.get("pairs", {}).get("eval"),
+        "train_pairs": selected.get("train"),  # selected at launch
+        "eval_pairs": selected.get("eval"),
+        "pairs_used": run.pairs_used_known,  # below: what the trainer used, once it was built
+        "train_pairs_used": run.train_pairs_used,
+        "eval_pairs_used": run.eval_pairs_used,
+        "pairs_truncated": run.pairs_truncated,
+        "pairs_dropped": run.pairs_dropped,
         "eval_loss": final.get("loss"),
         "eval_accuracy": final.get("rewards/accuracies", final.get("accuracy")),
         "samples_per_second": run.summary.get("train_samples_per_second"),
@@ -132,3 +138,39 @@ def _display(name: str, value) -> str:
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     return str(value)
+
+
+# --- the launch form: which base to offer ---------------------------------------------------------------------------
+
+
+def default_base(project: Project | None = None):
+    """The base the launch form preselects: the last base a run of this project trained on, else the default model,
+    else the oldest registered base model. Never simply the newest version, which after a DPO round is that policy."""
+    from generation.models import ModelVersion
+    from generation.services import default_model_name
+
+    policies = ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY)
+    if project is not None:
+        last = TrainingRun.objects.filter(projects=project, base_version__kind=ModelVersion.Kind.POLICY).order_by("-created_at").first()
+        if last is not None:
+            return last.base_version
+    return (
+        policies.filter(name=default_model_name()).first()
+        or policies.filter(parent__isnull=True, training_run__isnull=True).order_by("created_at").first()
+        or policies.order_by("created_at").first()
+    )
+
+
+def lineage(version) -> list[dict]:
+    """The version, its parent, its parent's parent... down to the base model: what a run on it builds on."""
+    rows, seen = [], set()
+    while version is not None and version.pk not in seen:
+        seen.add(version.pk)
+        run = version.training_run if version.training_run_id else None
+        rows.append({
+            "name": version.name,
+            "made_by": f"{run.get_kind_display()} run {run.pk}" if run else ("adapter" if version.adapter_path else "base model"),
+            "base_model": version.base_model,
+        })
+        version = version.parent
+    return rows

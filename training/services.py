@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -28,9 +29,71 @@ from generation.services import model_version_register
 from training import selectors
 from training.models import TrainingMetric, TrainingRun, TrainingRunPair
 from training.trainers.data import PreferenceExample, content_hash
-from training.trainers.settings import SettingsError, training_settings
+from training.trainers.lengths import LengthReport, length_report, load_tokenizer, measure, too_few_reason, unmeasured_report
+from training.trainers.settings import SettingsError, TrainingSettings, training_settings
 
 VERSION_KIND = {TrainingRun.Kind.DPO: ModelVersion.Kind.POLICY, TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD}
+
+
+@dataclass
+class RunCheck:
+    """What a launch would train on: the pairs selected, split by prompt, and how many fit the max length (measured
+    with the base's own tokenizer, as the trainer will). ``refusal`` says why it may not start, if it may not."""
+
+    settings: TrainingSettings
+    selection: object  # annotation.pairs.PairFilter
+    split: selectors.SplitExamples
+    lengths: LengthReport | None  # None where the base's tokenizer could not be loaded here
+    tokenizer_error: str = ""
+    refusal: dict[str, str] | None = None
+
+    def as_dict(self) -> dict:
+        return {
+            "pairs": {"train": len(self.split.train), "eval": len(self.split.eval)},
+            "eval_rule": self.split.eval_rule,
+            "lengths": self.lengths.as_dict() if self.lengths else None,
+            "tokenizer_error": self.tokenizer_error,
+            "can_launch": self.refusal is None,
+            "refusal": next(iter(self.refusal.values())) if self.refusal else "",
+        }
+
+
+def training_run_check(
+    *,
+    kind: str,
+    base_version: ModelVersion,
+    projects: list[Project],
+    pair_filter: dict | None = None,
+    settings: dict | None = None,
+) -> RunCheck:
+    """Validate a launch and measure its pairs against the max length, without queueing anything (the launch
+    form's "Check pairs" and POST /api/training-runs/check/). Raises ValidationError for what is invalid outright."""
+    checked = _checked_settings(kind, settings)
+    if base_version.kind != ModelVersion.Kind.POLICY:
+        raise ValidationError({"base_version": "Train on a policy model (a base model or an earlier DPO round), not a reward model."})
+    if not projects:
+        raise ValidationError({"projects": "Choose at least one project."})
+    selection = pair_filter_from(pair_filter)
+    split = selectors.split_examples(selected_pairs(projects, selection), selection.eval_fraction)
+    if not split.train:
+        reason = "No pair matches this selection." if not split.eval else "Every selected pair is held out; nothing is left to train on."
+        raise ValidationError({"pair_filter": reason})
+    check = RunCheck(settings=checked, selection=selection, split=split, lengths=None)
+    try:
+        tokenizer = load_tokenizer(base_version.base_model)
+    except Exception as exc:  # noqa: BLE001 - an unreachable hub id or a broken folder: the worker checks again
+        check.tokenizer_error = f"The tokenizer of {base_version.base_model} could not be loaded here ({type(exc).__name__}); lengths are checked when the run starts."
+        lengths = unmeasured_report(len(split.train), len(split.eval), max_length=checked.max_length, too_long=checked.too_long)
+    else:
+        lengths = length_report(
+            measure(tokenizer, split.train), measure(tokenizer, split.eval), max_length=checked.max_length, too_long=checked.too_long
+        )
+        check.lengths = lengths
+    reason = too_few_reason(lengths)
+    if reason:
+        dropped = lengths.train.dropped or lengths.eval.dropped
+        check.refusal = {"max_length" if dropped else "pair_filter": reason}
+    return check
 
 
 def training_run_create(
@@ -42,24 +105,19 @@ def training_run_create(
     settings: dict | None = None,
     requested_by: AbstractUser | None = None,
 ) -> TrainingRun:
-    """Validate, fix the run's pairs and queue it on the GPU queue (after the transaction commits)."""
-    checked = _checked_settings(kind, settings)
-    if base_version.kind != ModelVersion.Kind.POLICY:
-        raise ValidationError({"base_version": "Train on a policy model (a base model or an earlier DPO round), not a reward model."})
-    if not projects:
-        raise ValidationError({"projects": "Choose at least one project."})
-    selection = pair_filter_from(pair_filter)
-    split = selectors.split_examples(selected_pairs(projects, selection), selection.eval_fraction)
-    if not split.train:
-        reason = "No pair matches this selection." if not split.eval else "Every selected pair is held out; nothing is left to train on."
-        raise ValidationError({"pair_filter": reason})
+    """Validate, check the pairs fit, fix the run's pairs and queue it on the GPU queue (after the transaction
+    commits). A run that would use too few pairs to mean anything is refused with the reason (training.trainers.lengths)."""
+    check = training_run_check(kind=kind, base_version=base_version, projects=projects, pair_filter=pair_filter, settings=settings)
+    if check.refusal:
+        raise ValidationError(check.refusal)
+    checked, selection, split = check.settings, check.selection, check.split
     with transaction.atomic():
         run = TrainingRun.objects.create(
             kind=kind,
             base_version=base_version,
             config=checked.as_dict(),
             pair_filter=selection.as_dict(),
-            dataset_manifest=_manifest(split, projects),
+            dataset_manifest=_manifest(split, projects, check.lengths),
             requested_by=requested_by,
         )
         run.projects.set(projects)
@@ -81,9 +139,11 @@ def _checked_settings(kind: str, data: dict | None):
         raise ValidationError(exc.errors) from exc
 
 
-def _manifest(split: selectors.SplitExamples, projects: list[Project]) -> dict:
+def _manifest(split: selectors.SplitExamples, projects: list[Project], lengths: LengthReport | None) -> dict:
     return {
         "pairs": {"train": len(split.train), "eval": len(split.eval)},
+        # Measured at launch; what the trainer used is on the run (train_pairs_used, ...) and in "pairs_used" once known.
+        "lengths": lengths.as_dict() if lengths else None,
         "prompts": split.prompts,
         "eval_rule": split.eval_rule,
         "projects": sorted(project.slug for project in projects),
@@ -166,6 +226,16 @@ class _RunReporter:
         self.run_id = run.pk
         self.rows = TrainingRun.objects.filter(pk=run.pk)
 
+    def prepared(self, examples: dict[str, int]) -> None:
+        job_update(
+            self.run, train_pairs_used=examples["train"], eval_pairs_used=examples["eval"],
+            pairs_truncated=examples["truncated"], pairs_dropped=examples["dropped"],
+        )
+        manifest = Path(self.run.output_dir) / "manifest.json"
+        if manifest.is_file():
+            data = json.loads(manifest.read_text())
+            manifest.write_text(json.dumps({**data, "pairs_used": pairs_used(self.run)}, indent=2, sort_keys=True))
+
     def started(self, total_steps: int) -> None:
         now = timezone.now()
         loading = (now - self.run.started_at).total_seconds() if self.run.started_at else 0.0
@@ -180,6 +250,13 @@ class _RunReporter:
 
     def should_stop(self) -> bool:
         return cancel_was_requested(self.run)
+
+
+def pairs_used(run: TrainingRun) -> dict | None:
+    """The pairs the trainer used (after the max-length rule), or None before it was built."""
+    if run.train_pairs_used is None:
+        return None
+    return {"train": run.train_pairs_used, "eval": run.eval_pairs_used, "truncated": run.pairs_truncated, "dropped": run.pairs_dropped}
 
 
 def _summary(result) -> dict:
@@ -203,8 +280,9 @@ def _register(run: TrainingRun, result) -> dict:
         adapter_path=str(result.adapter_dir),
         kind=VERSION_KIND[run.kind],
         parent=base,
-        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {run.dataset_manifest['pairs']['train']} pairs.",
-        config={"training": result.settings, "dataset_manifest": run.dataset_manifest},
+        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {result.examples['train']} pairs"
+        f" ({result.examples['eval']} held out for evaluation).",
+        config={"training": result.settings, "dataset_manifest": {**run.dataset_manifest, "pairs_used": pairs_used(run)}},
         metrics={"eval": result.eval_metrics, "train": result.train_metrics},
         training_run=run,
         created_by=run.requested_by,

@@ -23,7 +23,8 @@ def run_list(request):
 
 @require(MANAGE)
 def run_create(request):
-    initial = {"projects": Project.objects.filter(slug=request.GET.get("project", "")), "base_version": _latest_policy()}
+    project = Project.objects.filter(slug=request.GET.get("project", "")).first()
+    initial = {"projects": [project] if project else [], "base_version": selectors.default_base(project)}
     form = TrainingRunForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         try:
@@ -39,12 +40,38 @@ def run_create(request):
             add_validation_errors(form, exc)
         else:
             return redirect("run_detail", run_id=run.pk)
-    context = {"form": form, "pair_filter_fields": TrainingRunForm.FILTER_FIELDS}
+    context = {"form": form, "pair_filter_fields": TrainingRunForm.FILTER_FIELDS, **_check_context(form, measure=False)}
     return render(request, "run_form.html", context, status=422 if form.errors else 200)
 
 
-def _latest_policy():
-    return ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at").first()
+@require(MANAGE)
+@require_POST
+def run_check(request):
+    """The launch form's pair check (htmx): the base's lineage and how many selected pairs fit the max length."""
+    return render(request, "_run_check.html", _check_context(TrainingRunForm(request.POST), measure=True))
+
+
+def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
+    base = form.cleaned_data.get("base_version") if form.is_bound and form.is_valid() else None
+    if base is None and not form.is_bound:
+        base = form.initial.get("base_version")
+    if base is None and form.is_bound:
+        base = ModelVersion.objects.filter(name=form.data.get("base_version", ""), kind=ModelVersion.Kind.POLICY).first()
+    context = {"lineage": selectors.lineage(base), "check": None, "check_error": ""}
+    if measure:
+        if not form.is_valid():
+            context["check_error"] = "Fix the form's errors to count the pairs: " + "; ".join(
+                f"{form.fields[name].label or name if name in form.fields else 'form'}: {' '.join(errors)}" for name, errors in form.errors.items()
+            )
+            return context
+        try:
+            context["check"] = services.training_run_check(
+                kind=form.cleaned_data["kind"], base_version=form.cleaned_data["base_version"],
+                projects=list(form.cleaned_data["projects"]), pair_filter=form.pair_filter(), settings=form.settings(),
+            ).as_dict()
+        except ValidationError as exc:
+            context["check_error"] = validation_message(exc)
+    return context
 
 
 @require(EXPLORE)

@@ -209,7 +209,8 @@ def test_a_finished_run_shows_its_model_and_metrics(admin_api, queued_run):
     assert detail["status"] == "succeeded" and detail["model_version"] == run.model_version.name
     assert (detail["step"], detail["total_steps"], detail["progress"]["percent"]) == (6, 6, 100)
     assert detail["progress"]["eta_seconds"] is None and detail["progress"]["seconds_per_step"] > 0
-    assert detail["summary"]["examples"] == {"train": 12, "eval": 6}
+    assert detail["summary"]["examples"]["train"] == 12 and detail["summary"]["examples"]["eval"] == 6
+    assert detail["pairs_used"] == {"train": 12, "eval": 6, "truncated": 0, "dropped": 0}
 
     url = reverse("api_training_run_metrics", args=[run.pk])
     rows = admin_api.get(url).json()

@@ -142,7 +142,9 @@ def test_a_dpo_run_registers_a_policy_version_traced_to_its_pairs(ranked_project
     assert run.device == "cpu" and run.load_seconds > 0  # the device the run resolved, recorded on it
     version = run.model_version
     assert version.kind == "policy" and version.parent == tiny_version and version.base_model == tiny_version.base_model
-    assert version.config["dataset_manifest"] == run.dataset_manifest and version.config["training"]["lora_rank"] == 8
+    pairs_used = {"train": 12, "eval": 6, "truncated": 0, "dropped": 0}  # all fit: the trainer used every pair
+    assert version.config["dataset_manifest"] == {**run.dataset_manifest, "pairs_used": pairs_used}
+    assert version.config["training"]["lora_rank"] == 8 and (run.train_pairs_used, run.eval_pairs_used) == (12, 6)
     assert "rewards/accuracies" in version.metrics["eval"]
     assert Path(version.adapter_path, "adapter_config.json").is_file()
     folder = Path(run.output_dir)
@@ -151,7 +153,8 @@ def test_a_dpo_run_registers_a_policy_version_traced_to_its_pairs(ranked_project
     names = set(TrainingMetric.objects.filter(run=run, split="eval").values_list("name", flat=True))
     assert {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= names
     assert TrainingMetric.objects.filter(run=run, split="train", name="loss").count() == 6
-    assert run.summary["quantized_layers"] > 0 and run.summary["examples"] == {"train": 12, "eval": 6}
+    assert run.summary["quantized_layers"] > 0 and run.summary["examples"] == {
+        "train": 12, "eval": 6, "train_selected": 12, "eval_selected": 6, "truncated": 0, "dropped": 0}
     assert snapshot_pairs() == before  # no run touches rankings or pairs
 
 

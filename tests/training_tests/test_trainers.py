@@ -23,6 +23,10 @@ class Recorder:
         self.logs: list[tuple[int, str, dict]] = []
         self.stop_after = stop_after
         self.step_ends = 0
+        self.examples = None
+
+    def prepared(self, examples):
+        self.examples = examples
 
     def started(self, total_steps):
         self.total = total_steps
@@ -169,7 +173,8 @@ def test_dpo_in_4_bits_reports_metrics_and_saves_an_adapter(tiny_model, tmp_path
     assert all(metrics["grad_norm"] > 0 for _, split, metrics in recorder.logs if split == "train")
     eval_logs = [metrics for step, split, metrics in recorder.logs if split == "eval"]
     assert eval_logs and {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"} <= set(eval_logs[-1])
-    assert result.eval_metrics == eval_logs[-1] and result.examples == {"train": 6, "eval": 2}
+    assert result.eval_metrics == eval_logs[-1] and result.examples == recorder.examples == {
+        "train": 6, "eval": 2, "train_selected": 6, "eval_selected": 2, "truncated": 0, "dropped": 0}
     from training.trainers.run import cpu_has_native_bf16
 
     # This machine's defaults: bf16 where the CPU has it natively, no gradient checkpointing on a CPU.
@@ -229,3 +234,69 @@ def test_merging_an_adapter_gives_the_adapted_model(tiny_model, tiny_adapter, tm
         merged = AutoModelForCausalLM.from_pretrained(merged_dir)(inputs).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_model)(inputs).logits
     assert torch.allclose(merged, expected, atol=1e-4) and not torch.allclose(merged, base, atol=1e-3)
+
+
+# --- pairs longer than max_length ---------------------------------------------------------------------------------
+
+# Two of the eight pairs have a chosen response far longer than 128 tokens.
+LONG = [
+    PreferenceExample(e.pair_id, e.prompt, "You are wonderful, truly. " * 60 if e.pair_id in (1, 6) else e.chosen, e.rejected, e.margin)
+    for e in EXAMPLES
+]
+
+
+def test_lengths_are_measured_as_trl_tokenizes_them(tiny_model):
+    from trl import RewardConfig, RewardTrainer
+
+    from training.trainers.lengths import length_report, load_tokenizer, measure
+
+    tokenizer = load_tokenizer(tiny_model)
+    lengths = measure(tokenizer, LONG)
+    report = length_report(lengths[:6], lengths[6:], max_length=128, too_long="drop")
+    assert (report.train.selected, report.train.fit, report.train.used, report.train.dropped) == (6, 5, 5, 1)
+    assert (report.eval.selected, report.eval.fit, report.eval.used, report.eval.dropped) == (2, 1, 1, 1)
+    assert report.longest == report.keep_all_max_length == max(length.longest for length in lengths) > 128
+    assert not report.all_fit and report.p95 == report.longest
+    truncate = length_report(lengths[:6], lengths[6:], max_length=128, too_long="truncate")
+    assert (truncate.train.used, truncate.train.truncated, truncate.eval.used, truncate.eval.truncated) == (6, 1, 2, 1)
+    # TRL's own RewardTrainer keeps exactly the pairs measured as fitting, with the same token counts.
+    from datasets import Dataset
+
+    from training.trainers.data import trl_rows
+
+    trainer_dataset = RewardTrainer._prepare_dataset(
+        None, Dataset.from_list(trl_rows(LONG)), tokenizer, RewardConfig(output_dir="unused", max_length=128, bf16=False, use_cpu=True), "train"
+    )
+    assert [len(ids) for ids in trainer_dataset["chosen_ids"]] == [length.chosen for length in lengths if length.fits(128)]
+
+
+@pytest.mark.parametrize("kind", ["reward", "dpo"])
+def test_too_long_pairs_are_dropped_or_truncated_as_set(tiny_model, tmp_path, kind):
+    from training.trainers.run import train_adapter
+
+    def run(too_long):
+        recorder = Recorder()
+        result = train_adapter(
+            base_model=tiny_model, train=LONG[:6], eval=LONG[6:], output_dir=tmp_path / too_long, reporter=recorder,
+            settings=training_settings(kind, {**SMALL, "too_long": too_long, "eval_steps": 100}),
+        )
+        assert recorder.examples == result.examples
+        return result.examples
+
+    assert run("drop") == {"train": 5, "eval": 1, "train_selected": 6, "eval_selected": 2, "truncated": 0, "dropped": 2}
+    assert run("truncate") == {"train": 6, "eval": 2, "train_selected": 6, "eval_selected": 2, "truncated": 2, "dropped": 0}
+
+
+def test_too_few_pairs_have_a_reason():
+    from training.trainers.lengths import PairLength, length_report, too_few_reason
+
+    fits, long = PairLength(10, 40, 50), PairLength(10, 400, 50)
+    ok = length_report([fits] * 8, [fits] * 4, max_length=128, too_long="drop")
+    assert too_few_reason(ok) is None
+    assert too_few_reason(length_report([fits] * 8, [], max_length=128, too_long="drop")) is None  # no evaluation at all
+    dropped = length_report([fits] * 3 + [long] * 50, [fits] * 4, max_length=128, too_long="drop")
+    reason = too_few_reason(dropped)
+    assert "Only 3 of 53 training pairs" in reason and "at least 8" in reason and "Set max length to 400" in reason
+    assert too_few_reason(length_report([fits] * 3 + [long] * 50, [fits] * 4, max_length=128, too_long="truncate")) is None
+    few_eval = too_few_reason(length_report([fits] * 8, [fits] * 2 + [long], max_length=128, too_long="drop"))
+    assert "Only 2 of 3 held-out pairs" in few_eval and "at least 4" in few_eval

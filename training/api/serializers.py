@@ -13,7 +13,9 @@ from annotation.pairs import pair_filter_from
 from generation.models import ModelVersion
 from training import selectors
 from training.models import ScoringJob, TrainingMetric, TrainingRun
-from training.trainers.settings import DEFAULT_LEARNING_RATE, ONLY_FOR, SettingsError, TrainingSettings, training_settings
+from training.trainers.settings import (
+    DEFAULT_LEARNING_RATE, ONLY_FOR, TOO_LONG_CHOICES, SettingsError, TrainingSettings, training_settings,
+)
 
 # --- training settings, described from the TrainingSettings dataclass ---------------------------------------------
 
@@ -28,6 +30,9 @@ def _setting_field(setting) -> serializers.Field:
     default = json.dumps(list(setting.default) if isinstance(setting.default, tuple) else setting.default)
     only = f" Only for {ONLY_FOR[setting.name]} runs." if setting.name in ONLY_FOR else ""
     options = {"required": False, "help_text": f"Default: {_DECIDED_LATER.get(setting.name, default)}.{only}"}
+    if setting.name == "too_long":
+        options["help_text"] += " truncate: keep longer pairs, cut to max_length; drop: leave them out."
+        return serializers.ChoiceField(choices=TOO_LONG_CHOICES, **options)
     if setting.type == "tuple[str, ...]":
         return serializers.ListField(child=serializers.CharField(), **options)
     if setting.type in ("bool", "bool | None"):
@@ -104,6 +109,43 @@ def _pair_filter_errors(data: dict) -> dict[str, list[str]]:
     return {}
 
 
+class SplitLengthsSerializer(serializers.Serializer):
+    selected = serializers.IntegerField()
+    fit = serializers.IntegerField(help_text="Pairs whose chosen and rejected sequences fit max_length whole.")
+    used = serializers.IntegerField(help_text="Pairs the trainer would use (fit, or truncated under too_long=truncate).")
+    truncated = serializers.IntegerField()
+    dropped = serializers.IntegerField()
+
+
+class LengthsSerializer(serializers.Serializer):
+    max_length = serializers.IntegerField()
+    too_long = serializers.ChoiceField(choices=TOO_LONG_CHOICES)
+    train = SplitLengthsSerializer()
+    eval = SplitLengthsSerializer()
+    longest = serializers.IntegerField(help_text="Tokens of the longest prompt + response sequence selected.")
+    p95 = serializers.IntegerField(help_text="95th percentile of each pair's longer sequence, in tokens.")
+    keep_all_max_length = serializers.IntegerField(help_text="The max_length at which every selected pair fits whole.")
+    all_fit = serializers.BooleanField()
+
+
+class TrainingRunCheckSerializer(serializers.Serializer):
+    """What a launch with this body would train on; nothing is queued."""
+
+    pairs = serializers.DictField(child=serializers.IntegerField(), help_text="Selected pairs: {train, eval}.")
+    eval_rule = serializers.CharField()
+    lengths = LengthsSerializer(allow_null=True, help_text="Null when the base's tokenizer could not be loaded here.")
+    tokenizer_error = serializers.CharField(allow_blank=True)
+    can_launch = serializers.BooleanField()
+    refusal = serializers.CharField(allow_blank=True, help_text="Why a launch would be refused (too few pairs left).")
+
+
+class PairsUsedSerializer(serializers.Serializer):
+    train = serializers.IntegerField()
+    eval = serializers.IntegerField()
+    truncated = serializers.IntegerField()
+    dropped = serializers.IntegerField()
+
+
 class RunProgressSerializer(JobProgressSerializer):
     seconds_per_step = serializers.FloatField(allow_null=True, help_text="Once training steps began (loading left out).")
 
@@ -117,6 +159,9 @@ class TrainingRunSerializer(JobStateSerializer):
     config = TrainingSettingsField(help_text="The validated settings that apply to this kind of run.")
     pair_filter = PairFilterField(help_text="The filter as applied, every key filled in.")
     dataset_manifest = serializers.DictField(help_text="Row counts and content hash of the exact pairs used.")
+    pairs_used = serializers.SerializerMethodField(
+        help_text="Pairs the trainer used after the max-length rule (null until its datasets are built)."
+    )
     step = serializers.IntegerField()
     total_steps = serializers.IntegerField()
     progress = serializers.SerializerMethodField()
@@ -132,6 +177,12 @@ class TrainingRunSerializer(JobStateSerializer):
 
     def get_projects(self, run) -> list[str]:
         return sorted(project.slug for project in run.projects.all())
+
+    @extend_schema_field(PairsUsedSerializer(allow_null=True))
+    def get_pairs_used(self, run) -> dict | None:
+        from training.services import pairs_used
+
+        return pairs_used(run)
 
     @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:

@@ -23,6 +23,7 @@ from training.api.serializers import (
     ScoringJobDetailSerializer,
     ScoringJobSerializer,
     TrainingMetricSerializer,
+    TrainingRunCheckSerializer,
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
 )
@@ -75,6 +76,26 @@ class TrainingRunList(generics.ListAPIView):
             requested_by=request.user,
         )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class TrainingRunCheck(APIView):
+    """Admins: what a launch with this body (as for POST /api/training-runs/) would train on, without queueing it:
+    the selected train / eval pairs, how many fit ``max_length`` (tokenized with the base's chat template), their
+    lengths, the max length that keeps them all, and whether the launch would be refused for too few pairs (and why).
+    A body that is invalid outright is a 400, as for a launch."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=TrainingRunCreateSerializer, responses={200: TrainingRunCheckSerializer, **error_responses(400)})
+    def post(self, request):
+        data = TrainingRunCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        check = services.training_run_check(
+            kind=values["kind"], base_version=values["base_version"], projects=values["projects"],
+            pair_filter=values["pair_filter"], settings=values["settings"],
+        )
+        return Response(check.as_dict())
 
 
 @extend_schema_view(get=extend_schema(responses={200: TrainingRunSerializer, **error_responses(404)}))

@@ -22,6 +22,7 @@ from typing import Protocol
 
 from generation.backends.device import first_gpu_only, is_cuda, resolve_device
 from training.trainers.data import PreferenceExample, trl_rows
+from training.trainers.lengths import TRUNCATE, keep, length_report, load_tokenizer, measure, tokenized
 from training.trainers.settings import DPO, Device, TrainingSettings, resolved_for_device
 
 EVALUATIONS_PER_RUN = 5
@@ -31,6 +32,8 @@ NOT_METRICS = {"epoch", "runtime", "samples_per_second", "steps_per_second"}
 
 
 class Reporter(Protocol):
+    def prepared(self, examples: dict[str, int]) -> None: ...
+
     def started(self, total_steps: int) -> None: ...
 
     def logged(self, step: int, split: str, metrics: dict[str, float]) -> None: ...
@@ -39,6 +42,9 @@ class Reporter(Protocol):
 
 
 class NoReporter:
+    def prepared(self, examples: dict[str, int]) -> None:
+        pass
+
     def started(self, total_steps: int) -> None:
         pass
 
@@ -63,7 +69,8 @@ class TrainingResult:
     train_metrics: dict[str, float] = field(default_factory=dict)  # the last logged training step
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
     summary: dict[str, float | str] = field(default_factory=dict)  # runtime, samples/s, mean training loss, device
-    examples: dict[str, int] = field(default_factory=dict)  # used for train / eval after TRL's length filter
+    # Pairs used for train / eval (measured on TRL's datasets), selected, and how many were truncated or dropped
+    examples: dict[str, int] = field(default_factory=dict)
     quantized_layers: int = 0  # linear layers held in 4 bits
 
     def as_dict(self) -> dict:
@@ -113,10 +120,23 @@ def train_adapter(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     callback = _reporting_callback(reporter)
-    trainer = _trainer(base_model, train, eval, settings, output_dir, callback, device)
-    examples = {"train": len(trainer.train_dataset), "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0}
-    if not examples["train"]:
+    tokenizer = load_tokenizer(base_model)
+    train_lengths, eval_lengths = measure(tokenizer, train), measure(tokenizer, eval)
+    report = length_report(train_lengths, eval_lengths, max_length=settings.max_length, too_long=settings.too_long)
+    limits = dict(max_length=settings.max_length, too_long=settings.too_long)
+    train, eval = keep(train, train_lengths, **limits), keep(eval, eval_lengths, **limits)
+    if not train:
         raise NoUsableExamples(f"No training pair fits in max_length={settings.max_length} tokens.")
+    trainer = _trainer(base_model, train, eval, settings, output_dir, callback, device, tokenizer)
+    examples = {
+        "train": len(trainer.train_dataset),
+        "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0,
+        "train_selected": report.train.selected,
+        "eval_selected": report.eval.selected,
+        "truncated": report.train.truncated + report.eval.truncated,
+        "dropped": report.train.dropped + report.eval.dropped,
+    }
+    reporter.prepared(examples)
     _check_placement(trainer.model, device)
     if not settings.bf16:
         _trainable_in_float32(trainer.model)
@@ -143,7 +163,7 @@ def train_adapter(
     return result
 
 
-def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, device: str):
+def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, device: str, tokenizer):
     from peft import LoraConfig
 
     on_gpu = is_cuda(device)
@@ -169,7 +189,12 @@ def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Pa
         report_to="none",
         disable_tqdm=True,
     )
-    datasets = _datasets(train, eval, with_margin=settings.kind != DPO and settings.use_margin)
+    with_margin = settings.kind != DPO and settings.use_margin
+    if settings.kind != DPO and settings.too_long == TRUNCATE:
+        # RewardTrainer drops what is longer than max_length; hand it the pairs tokenized and cut instead.
+        datasets = _tokenized_datasets(tokenizer, train, eval, max_length=settings.max_length, with_margin=with_margin)
+    else:
+        datasets = _datasets(train, eval, with_margin=with_margin)
     lora = dict(
         r=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
@@ -199,6 +224,26 @@ def _datasets(train, eval, *, with_margin: bool) -> dict:
     datasets = {"train_dataset": Dataset.from_list(trl_rows(train, with_margin=with_margin))}
     if eval:
         datasets["eval_dataset"] = Dataset.from_list(trl_rows(eval, with_margin=with_margin))
+    return datasets
+
+
+def _tokenized_datasets(tokenizer, train, eval, *, max_length: int, with_margin: bool) -> dict:
+    """RewardTrainer's processed format (chosen_ids, rejected_ids, margin), each sequence cut to max_length."""
+    from datasets import Dataset
+
+    def rows(examples):
+        out = []
+        for example in examples:
+            _, chosen, rejected = tokenized(tokenizer, example)
+            row = {"chosen_ids": chosen[:max_length], "rejected_ids": rejected[:max_length]}
+            if with_margin:
+                row["margin"] = float(example.margin)
+            out.append(row)
+        return Dataset.from_list(out)
+
+    datasets = {"train_dataset": rows(train)}
+    if eval:
+        datasets["eval_dataset"] = rows(eval)
     return datasets
 
 

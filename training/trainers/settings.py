@@ -48,6 +48,7 @@ class TrainingSettings:
     batch_size: int = 4
     gradient_accumulation: int = 1
     max_length: int = 1024
+    too_long: str = "truncate"  # pairs longer than max_length: "truncate" (keep them, cut) or "drop" (see lengths.py)
     seed: int = 0
     eval_steps: int = 0  # 0: about five evaluations per run
     bf16: bool | None = None  # None: decided for the device
@@ -60,6 +61,16 @@ class TrainingSettings:
 
 
 SETTING_NAMES = tuple(f.name for f in fields(TrainingSettings) if f.name != "kind")
+TOO_LONG_CHOICES = ("truncate", "drop")  # training.trainers.lengths: what each does with each trainer
+# How forms and help texts name a setting where its field name does not read well capitalized.
+LABELS = {
+    "lora_rank": "LoRA rank", "lora_alpha": "LoRA alpha", "lora_dropout": "LoRA dropout",
+    "max_length": "Max length (tokens)", "too_long": "Pairs longer than max length", "bf16": "bf16",
+}
+
+
+def setting_label(name: str) -> str:
+    return LABELS.get(name, name.replace("_", " ").capitalize())
 
 
 def training_settings(kind: str, data: dict | None = None) -> TrainingSettings:
@@ -139,7 +150,7 @@ _CONVERTERS = {
     "lora_rank": _integer, "lora_alpha": _integer, "lora_dropout": _number, "target_modules": _names,
     "load_in_4bit": _boolean, "double_quant": _boolean, "beta": _number, "loss_type": _names,
     "label_smoothing": _number, "use_margin": _boolean, "learning_rate": _number, "epochs": _number,
-    "batch_size": _integer, "gradient_accumulation": _integer, "max_length": _integer, "seed": _integer,
+    "batch_size": _integer, "gradient_accumulation": _integer, "max_length": _integer, "too_long": lambda value: str(value).strip().lower(), "seed": _integer,
     "eval_steps": _integer, "bf16": _auto_boolean, "gradient_checkpointing": _auto_boolean,
 }
 
@@ -165,6 +176,7 @@ def _range_errors(s: TrainingSettings) -> dict[str, str]:
         "batch_size": (1 <= s.batch_size <= 512, "Batch size must be between 1 and 512."),
         "gradient_accumulation": (1 <= s.gradient_accumulation <= 512, "Gradient accumulation must be between 1 and 512."),
         "max_length": (16 <= s.max_length <= 131072, "Max length must be between 16 and 131072 tokens."),
+        "too_long": (s.too_long in TOO_LONG_CHOICES, f"Choose {' or '.join(TOO_LONG_CHOICES)}."),
         "seed": (0 <= s.seed < 2**32, "The seed must be between 0 and 4294967295."),
         "eval_steps": (s.eval_steps >= 0, "Eval steps must be 0 (automatic) or more."),
     }

@@ -40,8 +40,13 @@ class Command(BaseCommand):
             )
         except ValidationError as exc:
             raise CommandError(validation_message(exc)) from exc
-        pairs = run.dataset_manifest["pairs"]
-        self.stdout.write(f"Queued training run {run.pk} ({pairs['train']} train pairs / {pairs['eval']} eval pairs) on the gpu queue.")
+        pairs, lengths = run.dataset_manifest["pairs"], run.dataset_manifest.get("lengths")
+        used = ""
+        if lengths and (lengths["train"]["used"], lengths["eval"]["used"]) != (pairs["train"], pairs["eval"]):
+            used = f", {lengths['train']['used']} / {lengths['eval']['used']} within --max-length {lengths['max_length']}"
+        if lengths and (lengths["train"]["truncated"] or lengths["eval"]["truncated"]):
+            used += f", {lengths['train']['truncated'] + lengths['eval']['truncated']} truncated"
+        self.stdout.write(f"Queued training run {run.pk} ({pairs['train']} train pairs / {pairs['eval']} eval pairs{used}) on the gpu queue.")
         if not options["no_wait"]:
             self.follow(run)
 
@@ -62,6 +67,8 @@ def _setting_help(name: str, defaults: dict) -> str:
         text = "auto, true or false; default auto (decided for the device)"
     elif isinstance(default, bool):
         text = f"true or false; default {str(default).lower()}"
+    elif name == "too_long":
+        text = f"truncate or drop (pairs longer than --max-length); default {default}"
     elif isinstance(default, list):
         text = f"comma-separated; default {','.join(default)}"
     else:
