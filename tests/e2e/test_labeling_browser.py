@@ -188,6 +188,14 @@ def test_one_item_fits_the_screen_with_the_ranking_bar_always_visible(page, live
     assert page.evaluate("window.scrollY") == 0
     page.screenshot(path=str(shots / f"label-k{k}-ranked-skip-open-1366x900.png"))
 
+    # On a shorter window the page scrolls, and the ranking bar sticks to the bottom of the window all the way.
+    page.set_viewport_size({"width": 1366, "height": 560})
+    assert page.evaluate("document.documentElement.scrollHeight") > 560
+    for scroll in ["0", "document.documentElement.scrollHeight"]:
+        page.evaluate(f"window.scrollTo(0, {scroll})")
+        bar = page.locator(".rankbar").bounding_box()
+        assert bar["y"] >= 0 and abs(bar["y"] + bar["height"] - 560) < 2, (scroll, bar)
+
 
 def test_revising_a_ranking_by_keyboard(page, live_server, output_dir):
     from annotation import labeling, selectors
