@@ -60,9 +60,13 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
     context = {"lineage": selectors.lineage(base), "check": None, "check_error": ""}
     if measure:
         if not form.is_valid():
-            context["check_error"] = "Fix the form's errors to count the pairs: " + "; ".join(
-                f"{form.fields[name].label or name if name in form.fields else 'form'}: {' '.join(errors)}" for name, errors in form.errors.items()
-            )
+            if not form.data.getlist("projects"):
+                context["check_error"] = "Choose a project to count its pairs."
+            else:
+                context["check_error"] = "Fix these to count the pairs: " + "; ".join(
+                    f"{form.fields[name].label or name if name in form.fields else 'form'}: {' '.join(errors)}"
+                    for name, errors in form.errors.items()
+                )
             return context
         try:
             context["check"] = services.training_run_check(
