@@ -57,7 +57,7 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
         base = form.initial.get("base_version")
     if base is None and form.is_bound:
         base = ModelVersion.objects.filter(name=form.data.get("base_version", ""), kind=ModelVersion.Kind.POLICY).first()
-    context = {"lineage": selectors.lineage(base), "check": None, "check_error": ""}
+    context = {"lineage": selectors.lineage(base), "check": None, "check_error": "", "oob": measure}
     if measure:
         if not form.is_valid():
             if not form.data.getlist("projects"):

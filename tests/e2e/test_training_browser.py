@@ -52,3 +52,36 @@ def test_admin_launches_a_run_and_watches_its_chart_update(page, live_server, ce
 
     run = TrainingRun.objects.get()
     assert run.requested_by == admin and run.model_version.name in page.inner_text("#run-progress")
+
+
+def test_the_form_checks_pair_lengths_and_the_run_page_shows_the_pairs_used(page, live_server, celery_worker, ranked_project, tiny_version, output_dir):
+    from tests.training_tests.test_pair_lengths import lengthen
+
+    lengthen(ranked_project, prompts=2, heldout=1)  # 4 of 12 train and 2 of 6 eval pairs are over 128 tokens
+    page.set_viewport_size({"width": 1366, "height": 900})
+    admin = user_with_role(ADMIN, "length-checker")
+    log_in(page, live_server.url, admin.username, "pw-length-checker")
+
+    page.goto(f"{live_server.url}/training/new/?project={ranked_project.slug}")
+    assert "tiny-policy" in page.inner_text("[data-lineage]")
+    page.check("input[name=kind][value=reward]")
+    page.fill("input[name=lora_rank]", "8")
+    page.fill("input[name=target_modules]", "q_proj, v_proj")
+    page.fill("input[name=batch_size]", "2")
+    page.fill("input[name=max_length]", "128")
+    page.select_option("select[name=too_long]", "drop")
+    page.click("text=Check pairs")
+    page.wait_for_function("() => (document.querySelector('[data-used]') || {}).textContent === '8 / 4'")
+    check = page.inner_text("#run-check")
+    assert "Selected: 12 train / 6 eval pairs" in check and "(6 dropped)" in check and "Set max length to" in check
+    page.screenshot(path=str(output_dir / "1-pair-check.png"), full_page=True)
+
+    page.click("text=Launch training")
+    page.wait_for_url(f"{live_server.url}/training/*/")
+    page.wait_for_selector("#run-progress .status.succeeded", timeout=240_000)
+    assert page.inner_text("[data-pairs-used]") == "8 / 4"
+    note = page.inner_text("[data-pairs-note]")
+    assert "Trained on 8 of 12 selected training pairs, evaluated on 4 of 6 held-out pairs. Longer than 128 tokens: 6 dropped." in note
+    page.screenshot(path=str(output_dir / "2-run-pairs-used.png"), full_page=True)
+    run = TrainingRun.objects.get()
+    assert (run.train_pairs_used, run.eval_pairs_used, run.pairs_dropped) == (8, 4, 6)

@@ -80,7 +80,7 @@ def test_the_check_tells_how_many_pairs_fit_and_the_run_records_what_it_used(adm
     login(client, admin_user)  # pages: the run page, the list and the comparison show the counts used
     page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "Trained on 8 of 12 selected training pairs, evaluated on 4 of 6 held-out pairs" in page
-    assert "0 truncated and 6 dropped" in page
+    assert "Longer than 128 tokens: 6 dropped." in page
     listing = client.get(reverse("run_list")).content.decode()
     assert "8 / 4 <span class=\"meta\">of 12 / 6 selected</span>" in listing and "12 / 6 <span class=\"meta\">(6 truncated)</span>" in listing
     compare = client.get(reverse("run_compare") + f"?runs={run.pk}&runs={full.pk}").content.decode()
@@ -125,6 +125,7 @@ def test_the_form_defaults_to_the_base_not_the_newest_version_and_shows_its_line
     assert "<strong>tiny-policy-dpo-round1</strong> (adapter) ← <strong>tiny-policy</strong> (base model)" in page
     fragment = client.post(reverse("run_check"), form_data(ranked_project, tiny_version)).content.decode()
     assert "Lineage: <strong>tiny-policy</strong> (base model)" in fragment and "Would be used" in fragment
+    assert 'id="base-lineage" class="meta" data-lineage hx-swap-oob="true"' in fragment  # updates the line beside the field
 
     # The scoring forms preselect the only reward model.
     rewards = client.get(reverse("reward_overview", args=[ranked_project.slug])).content.decode()
