@@ -144,3 +144,11 @@ def test_a_queued_run_says_what_it_waits_for_and_a_cancelled_one_why_it_has_no_c
     client.post(reverse("run_cancel", args=[run.pk]))
     page = client.get(reverse("run_detail", args=[run.pk])).content.decode()
     assert "Cancelled before the first logged step" in page and "Charts appear with the first logged step" not in page
+
+
+def test_only_admins_check_a_launch(api_client, users, ranked_project, tiny_version, client):
+    for role in ("researcher", "labeler"):
+        api_client.force_authenticate(users[role])
+        assert api_client.post(reverse("api_training_run_check"), check_body(ranked_project, tiny_version), format="json").status_code == 403
+        login(client, users[role])
+        assert client.post(reverse("run_check"), form_data(ranked_project, tiny_version)).status_code == 403
