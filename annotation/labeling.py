@@ -178,13 +178,14 @@ def ranking_submit(
 ) -> Ranking:
     """Save the labeler's ranking of a leased item and derive its preference pairs, in one transaction."""
     rationale = _checked_rationale(rationale)
+    # An item's responses never change: the ranking is checked before the transaction, so a malformed one takes no lock.
+    normalised = _valid(tiers, _shown(item_id))
     now = timezone.now()
     with transaction.atomic():
         assignment = _own_lease(labeler, item_id)
         item = assignment.item
         if item.status != RankingItem.Status.ACTIVE:
             raise LabelingError("This item was flagged or retired meanwhile; fetch the next one.")
-        normalised = _valid(tiers, _shown(item))
         if assignment.expires_at <= now:
             _check_late_slot(item, labeler, now)
         elapsed_ms = int((now - assignment.leased_at).total_seconds() * 1000)
@@ -216,8 +217,9 @@ def _own_lease(labeler: AbstractUser, item_id: int) -> Assignment:
     return assignment
 
 
-def _shown(item: RankingItem) -> list[int]:
-    return list(item.candidates.order_by("id").values_list("id", flat=True))
+def _shown(item_id: int) -> list[int]:
+    shown = RankingItem.candidates.through.objects.filter(rankingitem_id=item_id).order_by("candidate_id")
+    return list(shown.values_list("candidate_id", flat=True))
 
 
 def _valid(tiers: object, shown: list[int]) -> list[list[int]]:
@@ -277,7 +279,7 @@ def ranking_revise(*, labeler: AbstractUser, ranking_id: int, tiers: object, rat
             raise NotAssigned("No such ranking of yours.")
         if timezone.now() > ranking.created_at + lease_duration():
             raise LabelingError(f"Rankings can be revised for {settings.PREFLOOP_LEASE_MINUTES} minutes after submitting.")
-        tiers = _valid(tiers, _shown(ranking.item))
+        tiers = _valid(tiers, _shown(ranking.item_id))
         rationale = ranking.rationale if rationale is None else _checked_rationale(rationale)
         if _same_tiers(tiers, ranking.tiers) and rationale == ranking.rationale:
             return RankingRevision(ranking=ranking, changed=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import string
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,9 +33,14 @@ class DerivedPair:
 
 
 def validate_tiers(tiers: object, shown: Sequence[int]) -> Tiers:
-    """Check that ``tiers`` places every shown response exactly once; return it normalised to lists of ints."""
+    """Check that ``tiers`` places every shown response exactly once; return it normalised to lists of ints.
+
+    Linear in the size of the request, and a request placing more responses than were shown is refused before any
+    other work: a ranking comes from the network and may be megabytes long."""
     if not isinstance(tiers, list) or not tiers:
         raise InvalidRanking("A ranking needs at least one tier: a list of lists of response ids, best first.")
+    if len(tiers) > len(shown) or sum(len(tier) if isinstance(tier, list) else 1 for tier in tiers) > len(shown):
+        raise InvalidRanking(f"This item shows {len(shown)} responses; the ranking places more.")
     normalised: Tiers = []
     for position, tier in enumerate(tiers, start=1):
         if not isinstance(tier, list) or not tier:
@@ -42,14 +48,14 @@ def validate_tiers(tiers: object, shown: Sequence[int]) -> Tiers:
         if not all(isinstance(response, int) and not isinstance(response, bool) for response in tier):
             raise InvalidRanking(f"Tier {position} holds something other than response ids.")
         normalised.append(list(tier))
-    placed = [response for tier in normalised for response in tier]
+    placed = Counter(response for tier in normalised for response in tier)
     expected = set(shown)
     problems = []
     if unknown := sorted(set(placed) - expected):
         problems.append(f"not shown in this item: {_ids(unknown)}")
-    if repeated := sorted({response for response in placed if placed.count(response) > 1}):
+    if repeated := sorted(response for response, times in placed.items() if times > 1):
         problems.append(f"placed more than once: {_ids(repeated)}")
-    if missing := [response for response in shown if response not in set(placed)]:
+    if missing := [response for response in shown if response not in placed]:
         problems.append(f"not placed: {_ids(missing)}")
     if problems:
         raise InvalidRanking("Every shown response must be placed exactly once; " + "; ".join(problems) + ".")

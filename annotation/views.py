@@ -10,6 +10,7 @@ from annotation.forms import ProjectForm, PromptFilterForm, PromptImportForm
 from annotation.importing import ImportFileError
 from annotation.models import Project
 from annotation.roles import ANY_ROLE, EXPLORE, MANAGE, require
+from config.limits import accepts_uploads
 from config.web import add_validation_errors, validation_message
 
 PROMPTS_PER_PAGE = 50
@@ -43,6 +44,7 @@ def project_detail(request, slug):
     return render(request, "project_detail.html", context)
 
 
+@accepts_uploads
 @require(MANAGE)
 def prompts_import(request, slug):
     """Upload a prompt or preference file. A broken file is rejected whole (422) with the line number."""

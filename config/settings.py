@@ -66,6 +66,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.limits.RequestBodyLimit",  # before anything reads a body (the CSRF check reads forms)
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -136,6 +137,9 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
+# Request bodies (config/limits.py): JSON bodies and forms are small; only the import views take large uploads.
+PREFLOOP_MAX_BODY_BYTES = int(os.environ.get("PREFLOOP_MAX_BODY_BYTES", str(1024**2)))
+PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(1024**3)))
 # Uploaded prompt files can be large; anything over 10 MB is streamed to a temporary file.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024

@@ -80,6 +80,7 @@ class PromptImport(APIView):
 
     permission_classes = [IsAdmin]
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+    accepts_uploads = True  # config/limits.py
 
     @extend_schema(
         request=PromptImportSerializer,

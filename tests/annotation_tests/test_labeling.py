@@ -108,8 +108,9 @@ def test_all_equal_is_stored_without_pairs(project, labelers):
     "make_tiers",
     [
         lambda ids: [ids[:3]],  # one missing
-        lambda ids: [ids, [ids[0]]],  # one twice
-        lambda ids: [ids + [999999]],  # one not shown
+        lambda ids: [ids[:3], [ids[0]]],  # one twice
+        lambda ids: [ids[:3] + [999999]],  # one not shown
+        lambda ids: [ids, [ids[0]]],  # more placements than responses
         lambda ids: [[ids[0]], [], ids[1:]],  # an empty tier
         lambda ids: [],  # nothing
         lambda ids: None,  # not a list
@@ -119,7 +120,7 @@ def test_all_equal_is_stored_without_pairs(project, labelers):
 def test_malformed_rankings_are_refused_and_nothing_is_written(project, labelers, make_tiers):
     item = make_item(project)
     labeling.assignment_next(labeler=labelers[0], project=project)
-    with pytest.raises(InvalidInput, match="(?i)Every shown response must be placed exactly once|tier|something other"):
+    with pytest.raises(InvalidInput, match="(?i)Every shown response must be placed exactly once|tier|something other|places more"):
         labeling.ranking_submit(labeler=labelers[0], item_id=item.pk, tiers=make_tiers(shown_ids(item)))
     assert not Ranking.objects.exists() and not PreferencePair.objects.exists()
     assert Assignment.objects.get(item=item).status == Assignment.Status.LEASED

@@ -58,14 +58,26 @@ def test_pairs_count_for_every_tiering_of_k(k):
         ([[A, "B"]], "something other than response ids"),
         ([[A, True]], "something other than response ids"),
         ([[A, B, C]], "not placed: 4"),
-        ([[A, B], [C, D], [A]], "placed more than once: 1"),
-        ([[A, B], [C, D, 99]], "not shown in this item: 99"),
-        ([[A, A, B, C, D]], "placed more than once: 1"),
+        ([[A, B], [C, A]], "placed more than once: 1; not placed: 4"),
+        ([[A, B], [C, 99]], "not shown in this item: 99"),
+        ([[A, A, B, C]], "placed more than once: 1"),
+        ([[A, B], [C, D], [A]], "shows 4 responses; the ranking places more"),
+        ([[A], [B], [C], [D], []], "shows 4 responses; the ranking places more"),
     ],
 )
 def test_malformed_rankings_are_refused(tiers, message):
     with pytest.raises(InvalidRanking, match=message):
         validate_tiers(tiers, [A, B, C, D])
+
+
+def test_a_huge_ranking_is_refused_before_any_other_work_with_a_short_message():
+    """An 800 KB `tiers` list used to take seconds of CPU (a count per element) and came back with every id."""
+    huge = [list(range(1, 200_001))]
+    with pytest.raises(InvalidRanking) as refused:
+        validate_tiers(huge, [A, B, C, D])
+    assert str(refused.value) == "This item shows 4 responses; the ranking places more."
+    with pytest.raises(InvalidRanking, match="places more"):
+        validate_tiers([[A]] * 200_000, [A, B, C, D])
 
 
 def test_valid_ranking_is_normalised():
