@@ -24,7 +24,10 @@ def test_jobs_page_shows_the_queue_and_filters_in_place(page, live_server, outpu
     now = timezone.now()
     done = TrainingRun.objects.create(kind="reward", base_version=policy, status="succeeded", started_at=now - timedelta(minutes=9), finished_at=now, step=40, total_steps=40)
     done.projects.set([project])
-    running = GenerationJob.objects.create(project=project, status="running", prompts_total=24, prompts_done=9, started_at=now - timedelta(seconds=60), heartbeat_at=now, device="cpu")
+    running = GenerationJob.objects.create(
+        project=project, status="running", prompts_total=24, prompts_done=9, responses_total=48, responses_done=18, work_done=19.5,
+        started_at=now - timedelta(seconds=60), heartbeat_at=now, device="cpu", backend_used="transformers",
+    )
     GenerationJobModel.objects.create(job=running, model_version=policy, n=2)
     waiting = TrainingRun.objects.create(kind="dpo", base_version=policy)
     waiting.projects.set([project])
@@ -37,7 +40,8 @@ def test_jobs_page_shows_the_queue_and_filters_in_place(page, live_server, outpu
     page.click("nav >> text=Jobs")
     row = page.locator(f'tr[data-job="training-{waiting.pk}"]')
     assert f"1st in line on the gpu queue, behind generation job {running.pk}" in row.inner_text()
-    assert "9 / 24 prompts" in page.locator(f'tr[data-job="generation-{running.pk}"]').inner_text()
+    generating = page.locator(f'tr[data-job="generation-{running.pk}"]').inner_text()
+    assert "18 / 48 responses" in generating and "cpu · transformers" in generating
     page.screenshot(path=str(output_dir / "1-jobs.png"))
 
     page.select_option("select[name=kind]", "training")
