@@ -1,7 +1,10 @@
 """Training runs: launch, the training they do in the GPU worker (config.jobs runs it: claim, heartbeat, cancel,
 failure, dead workers), and registering the result.
 
-A run's pairs are fixed when it is launched (TrainingRunPair rows, split by prompt), so pairs added later never
+Before a launch, training_run_check measures the selected pairs against the max length with the base's tokenizer
+(training.trainers.lengths, the same code the trainer uses) and refuses a run left with too few pairs; the worker
+records the pairs the trainer actually used on the run (train_pairs_used, ...) and in the registered version's
+manifest. A run's pairs are fixed when it is launched (TrainingRunPair rows, split by prompt), so pairs added later never
 slip in and every model version traces back to the exact rankings behind it. The worker trains with
 training.trainers, writes metrics as they are logged, and on success registers the adapter as a new ModelVersion in
 the same transaction that marks the run succeeded. A failed or cancelled run registers nothing; a cancelled run
@@ -22,7 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.models import Project
-from annotation.pairs import pair_filter_from, selected_pairs
+from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
 from config.jobs import JobCancelled, cancel_was_requested, job_update, run_job
 from generation.models import ModelVersion
 from generation.services import model_version_register
@@ -41,7 +44,7 @@ class RunCheck:
     with the base's own tokenizer, as the trainer will). ``refusal`` says why it may not start, if it may not."""
 
     settings: TrainingSettings
-    selection: object  # annotation.pairs.PairFilter
+    selection: PairFilter
     split: selectors.SplitExamples
     lengths: LengthReport | None  # None where the base's tokenizer could not be loaded here
     tokenizer_error: str = ""
@@ -80,9 +83,12 @@ def training_run_check(
         raise ValidationError({"pair_filter": reason})
     check = RunCheck(settings=checked, selection=selection, split=split, lengths=None)
     try:
-        tokenizer = load_tokenizer(base_version.base_model)
-    except Exception as exc:  # noqa: BLE001 - an unreachable hub id or a broken folder: the worker checks again
-        check.tokenizer_error = f"The tokenizer of {base_version.base_model} could not be loaded here ({type(exc).__name__}); lengths are checked when the run starts."
+        tokenizer = load_tokenizer(base_version.base_model, local_only=True)
+    except Exception as exc:  # noqa: BLE001 - a hub id not downloaded here, or a broken folder: the worker checks again
+        check.tokenizer_error = (
+            f"The tokenizer of {base_version.base_model} is not available here ({type(exc).__name__}), so the lengths are "
+            "measured when the run starts."
+        )
         lengths = unmeasured_report(len(split.train), len(split.eval), max_length=checked.max_length, too_long=checked.too_long)
     else:
         lengths = length_report(

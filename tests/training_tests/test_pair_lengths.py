@@ -152,3 +152,10 @@ def test_only_admins_check_a_launch(api_client, users, ranked_project, tiny_vers
         assert api_client.post(reverse("api_training_run_check"), check_body(ranked_project, tiny_version), format="json").status_code == 403
         login(client, users[role])
         assert client.post(reverse("run_check"), form_data(ranked_project, tiny_version)).status_code == 403
+
+
+def test_a_base_whose_tokenizer_is_not_here_is_checked_by_the_worker(admin_api, ranked_project):
+    remote = model_version_register(name="remote-base", base_model="org/not-downloaded-here")
+    data = admin_api.post(reverse("api_training_run_check"), check_body(ranked_project, remote), format="json").json()
+    assert data["lengths"] is None and "not available here" in data["tokenizer_error"] and data["can_launch"]
+    assert data["pairs"] == {"train": 12, "eval": 6}

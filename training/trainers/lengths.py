@@ -45,11 +45,13 @@ class PairLength:
 
 
 @lru_cache(maxsize=8)
-def load_tokenizer(base_model: str):
-    """The base model's tokenizer alone (no weights): the chat template the trainers format examples with."""
+def load_tokenizer(base_model: str, local_only: bool = False):
+    """The base model's tokenizer alone (no weights): the chat template the trainers format examples with.
+    ``local_only``: from a local folder or the Hugging Face cache only, never the network (a web request must not
+    wait on a download; the worker fetches what it trains on)."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(base_model)
+    return AutoTokenizer.from_pretrained(base_model, local_files_only=local_only)
 
 
 def measure(tokenizer, examples: Sequence[PreferenceExample], batch: int = 256) -> list[PairLength]:
