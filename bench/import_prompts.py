@@ -6,7 +6,10 @@ What it measures, each step a separate subprocess started exactly as a user woul
                irreducible cost of reading and parsing the JSON, so the ratio shows what validation, hashing and
                database writes add;
 2. import    - ``manage.py import_prompts bench <file>`` into a freshly migrated, empty project (every row new);
-3. re-import - the same command on the same file again (every row a duplicate): the duplicate-detection speed.
+3. re-import - the same command on the same file again (every row a duplicate): the duplicate-detection speed;
+4. formats   - the same rows as ``.jsonl.gz``, as one JSON array (``.json``) and as ``.csv``, each imported by the
+               same command into a project of its own (every row new): time and peak memory per format, which must
+               stay flat (a JSON array is parsed incrementally, a gzipped file decompressed as it is read).
 
 Wall time is the whole subprocess (interpreter and Django start-up included, as a user experiences it); peak memory
 is the maximum resident set size of that one subprocess (see ``MEASURE``). With PostgreSQL the server's own
@@ -29,6 +32,8 @@ JSONL file, the SQLite database, the subprocess logs) and the PostgreSQL databas
 from __future__ import annotations
 
 import argparse
+import csv
+import gzip
 import json
 import os
 import random
@@ -174,6 +179,50 @@ def write_jsonl(path: Path, rows: int, seed: int) -> FileStats:
     return FileStats(rows, counts["prompt"], counts["messages"], counts["preference"], path.stat().st_size)
 
 
+FORMATS = ("jsonl.gz", "json", "csv")
+CSV_COLUMNS = ("prompt", "messages", "chosen", "rejected", "id", "category")
+
+
+def write_formats(jsonl: Path, formats: list[str]) -> dict[str, Path]:
+    """The JSONL file's rows in the other formats, written a row at a time."""
+    paths = {name: jsonl.with_name(f"prompts.{name}") for name in formats}
+    with open(jsonl, encoding="utf-8") as lines:
+        outputs = {name: _open_format(name, path) for name, path in paths.items()}
+        try:
+            for number, line in enumerate(lines):
+                for name, (out, write) in outputs.items():
+                    write(number, line)
+        finally:
+            for name, (out, _) in outputs.items():
+                if name == "json":
+                    out.write("\n]\n")
+                out.close()
+    return paths
+
+
+def _open_format(name: str, path: Path):
+    if name == "jsonl.gz":
+        out = gzip.open(path, "wt", encoding="utf-8", compresslevel=6)
+        return out, lambda number, line: out.write(line)
+    if name == "json":
+        out = open(path, "w", encoding="utf-8")
+        out.write("[\n")
+        return out, lambda number, line: out.write(("" if number == 0 else ",\n") + line.rstrip("\n"))
+    if name == "csv":
+        out = open(path, "w", encoding="utf-8", newline="")
+        writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
+        writer.writeheader()
+
+        def write(number, line):
+            row = json.loads(line)
+            if "messages" in row:
+                row["messages"] = json.dumps(row["messages"], ensure_ascii=False)
+            writer.writerow(row)
+
+        return out, write
+    raise ValueError(name)
+
+
 # --- subprocesses --------------------------------------------------------------------------------------------------
 
 
@@ -195,9 +244,9 @@ def manage(name: str, args: list[str], env: dict[str, str], logs: Path) -> Measu
     return run_measured(name, [PYTHON, "manage.py", *args, "--no-color"], env, logs)
 
 
-def parse_summary(measurement: Measurement) -> dict[str, int]:
+def parse_summary(measurement: Measurement, slug: str = SLUG) -> dict[str, int]:
     match = SUMMARY.search(measurement.stdout)
-    if not match or match["slug"] != SLUG:
+    if not match or match["slug"] != slug:
         raise BenchError(f"{measurement.name}: no summary line in the output:\n{measurement.stdout.strip()}")
     return {key: int(value) for key, value in match.groupdict().items() if key != "slug"}
 
@@ -226,7 +275,9 @@ def database_kind(url: str) -> str:
 # --- report --------------------------------------------------------------------------------------------------------
 
 
-def print_table(stats: FileStats, setup: list[Measurement], runs: list[Measurement], database: str) -> None:
+def print_table(
+    stats: FileStats, setup: list[Measurement], runs: list[Measurement], database: str, sizes: dict[str, int]
+) -> None:
     print(
         f"\nFile: {stats.rows} rows ({stats.prompt_rows} prompt, {stats.messages_rows} messages, "
         f"{stats.preference_rows} preference), {stats.size_bytes / 1e6:.1f} MB; database: {database}"
@@ -237,10 +288,15 @@ def print_table(stats: FileStats, setup: list[Measurement], runs: list[Measureme
     for m in runs:
         rate, ratio = stats.rows / m.seconds, m.seconds / baseline
         print(f"{m.name:<10} {m.seconds:>9.2f} {rate:>10.0f} {m.peak_rss_mb:>12.1f} {ratio:>11.1f}")
-    print("(seconds: whole subprocess, Python and Django start-up included; peak RSS: that subprocess alone)\n")
+    print("(seconds: whole subprocess, Python and Django start-up included; peak RSS: that subprocess alone)")
+    print("(jsonl.gz, json, csv: the same rows in that format, imported into a project of their own)")
+    print("File sizes: " + ", ".join(f"{name} {size / 1e6:.1f} MB" for name, size in sizes.items()) + "\n")
 
 
-def result_line(stats: FileStats, baseline: Measurement, first: Measurement, again: Measurement, database: str) -> str:
+def result_line(
+    stats: FileStats, baseline: Measurement, first: Measurement, again: Measurement, database: str,
+    formats: list[Measurement],
+) -> str:
     fields = {
         "rows": stats.rows,
         "seconds": f"{first.seconds:.2f}",
@@ -248,18 +304,25 @@ def result_line(stats: FileStats, baseline: Measurement, first: Measurement, aga
         "peak_rss_mb": f"{first.peak_rss_mb:.1f}",
         "baseline_parse_rows_per_second": f"{stats.rows / baseline.seconds:.0f}",
         "reimport_rows_per_second": f"{stats.rows / again.seconds:.0f}",
-        "database": database,
     }
+    for m in formats:
+        key = m.name.replace(".", "_")
+        fields[f"seconds_{key}"] = f"{m.seconds:.2f}"
+        fields[f"peak_rss_mb_{key}"] = f"{m.peak_rss_mb:.1f}"
+    fields["database"] = database
     return "RESULT " + " ".join(f"{key}={value}" for key, value in fields.items())
 
 
 # --- main ----------------------------------------------------------------------------------------------------------
 
 
-def benchmark(rows: int, seed: int, database_url: str, workdir: Path) -> str:
+def benchmark(rows: int, seed: int, database_url: str, workdir: Path, formats: list[str]) -> str:
     path = workdir / "prompts.jsonl"
     print(f"Writing {rows} rows to {path} ...", flush=True)
     stats = write_jsonl(path, rows, seed)
+    if formats:
+        print(f"Writing the same rows as {', '.join(formats)} ...", flush=True)
+    format_paths = write_formats(path, formats)
     database = database_kind(database_url)
     env = {
         **os.environ,
@@ -275,6 +338,10 @@ def benchmark(rows: int, seed: int, database_url: str, workdir: Path) -> str:
     setup = [
         manage("migrate", ["migrate", "--noinput"], env, logs),
         manage("create", ["create_project", SLUG, "--name", "bench", "--k", "4"], env, logs),
+        *(
+            manage(f"create-{name}", ["create_project", _slug(name), "--name", f"bench {name}", "--k", "4"], env, logs)
+            for name in formats
+        ),
     ]
     print("Running the baseline, the import and the re-import ...", flush=True)
     baseline = run_measured("baseline", [PYTHON, "-c", BASELINE_CODE, str(path)], env, logs)
@@ -286,9 +353,20 @@ def benchmark(rows: int, seed: int, database_url: str, workdir: Path) -> str:
     again = manage("re-import", ["import_prompts", SLUG, str(path)], env, logs)
     check("re-import", parse_summary(again), {"rows": rows, "prompts": 0, "pairs": 0, "duplicates": rows})
     check("database", database_counts(env, logs), {"prompts": rows, "pairs": pairs, "candidates": 2 * pairs})
+    by_format = []
+    for name, format_path in format_paths.items():
+        print(f"Importing the {name} file ...", flush=True)
+        run = manage(name, ["import_prompts", _slug(name), str(format_path)], env, logs)
+        check(name, parse_summary(run, _slug(name)), {"rows": rows, "prompts": rows, "pairs": pairs, "duplicates": 0})
+        by_format.append(run)
 
-    print_table(stats, setup, [baseline, first, again], database)
-    return result_line(stats, baseline, first, again, database)
+    sizes = {"jsonl": path.stat().st_size, **{name: p.stat().st_size for name, p in format_paths.items()}}
+    print_table(stats, setup, [baseline, first, again, *by_format], database, sizes)
+    return result_line(stats, baseline, first, again, database, by_format)
+
+
+def _slug(format_name: str) -> str:
+    return f"{SLUG}-{format_name.replace('.', '-')}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -301,7 +379,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "a dedicated database bench_import_<pid> is created and dropped.",
     )
     parser.add_argument("--keep", action="store_true", help="Keep the temporary directory (and PostgreSQL database).")
+    parser.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"Other formats to import the same rows from, comma-separated (default {','.join(FORMATS)}; '' for none).",
+    )
     args = parser.parse_args(argv)
+    args.formats = [name for name in args.formats.split(",") if name]
+    unknown = set(args.formats) - set(FORMATS)
+    if unknown:
+        parser.error(f"unknown formats: {', '.join(sorted(unknown))} (choose from {', '.join(FORMATS)})")
     if args.rows < 1:
         parser.error("--rows must be at least 1")
     return args
@@ -316,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         if database_kind(database_url) == "postgresql":
             name = f"bench_import_{os.getpid()}"
             database_url, postgres_name = postgres_create(args.database_url, name), name
-        result = benchmark(args.rows, args.seed, database_url, workdir)
+        result = benchmark(args.rows, args.seed, database_url, workdir, args.formats)
     except BenchError as exc:
         print(f"FAILED: {exc}", file=sys.stderr)
         return 1
