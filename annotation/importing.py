@@ -9,6 +9,11 @@ Accepted, one row per line (JSONL, or a JSON array, or CSV with a header), optio
 Optional fields: ``id`` or ``external_id``, ``split`` (train / heldout), ``metadata`` (an object); any other field is
 kept in the metadata. Rows are parsed lazily; the importer writes them inside one transaction, so a broken row
 rejects the whole file.
+
+Hostile files are refused with an ImportFileError, never with unbounded memory: a gzipped file may decompress to at
+most ``Limits.decompressed_bytes``, a line (a CSV line, a JSONL row, a JSON array element) may be at most
+``Limits.line_bytes`` long and is never read whole beyond that, a JSON array is parsed incrementally (ijson), and a
+row may not nest deeper than MAX_DEPTH, nor hold a NUL character or an unpaired surrogate (text no database stores).
 """
 
 from __future__ import annotations
@@ -23,12 +28,25 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import ijson
+
 ROLES = ("system", "user", "assistant")
 SPLIT_ALIASES = {"train": "train", "heldout": "heldout", "held-out": "heldout", "test": "heldout", "eval": "heldout", "validation": "heldout"}
 KNOWN_FIELDS = {"prompt", "messages", "chosen", "rejected", "id", "external_id", "split", "metadata"}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 HH_ASSISTANT = "\n\nAssistant:"
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+BOM = b"\xef\xbb\xbf"
+MAX_DEPTH = 64  # of a row's JSON (messages are 3 deep; metadata rarely more than a few)
+UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much a file may hold (the web views and the command pass the settings' values)."""
+
+    decompressed_bytes: int = 4 * 1024**3
+    line_bytes: int = 10 * 1024**2
 
 
 class ImportFileError(ValueError):
@@ -65,15 +83,19 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def read_rows(stream: IO[bytes], filename: str = "") -> Iterator[ImportedRow]:
+def read_rows(stream: IO[bytes], filename: str = "", limits: Limits | None = None) -> Iterator[ImportedRow]:
     """Parse rows one at a time (flat memory); raises ImportFileError naming the first broken line."""
-    raw = _maybe_gunzip(stream)
+    limits = limits or Limits()
+    position = _Position()
+    raw = _maybe_gunzip(stream, limits, position)
     text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
     count = 0
     try:
-        for line, record in _records(text, filename):
+        for line, record in _records(text, filename, limits, position):
             count += 1
             yield _row_or_error(line, record)
+    except _TooLarge as exc:
+        raise ImportFileError(position.line, str(exc)) from None
     except UnicodeDecodeError as exc:
         raise ImportFileError(0, f"the file is not UTF-8 text ({exc.reason})") from exc
     except (EOFError, OSError, gzip.BadGzipFile) as exc:
@@ -82,15 +104,50 @@ def read_rows(stream: IO[bytes], filename: str = "") -> Iterator[ImportedRow]:
         raise ImportFileError(0, "the file has no rows")
 
 
-def parse_file(stream: IO[bytes], filename: str = "") -> list[ImportedRow]:
-    return list(read_rows(stream, filename))
+def parse_file(stream: IO[bytes], filename: str = "", limits: Limits | None = None) -> list[ImportedRow]:
+    return list(read_rows(stream, filename, limits))
 
 
-def _maybe_gunzip(stream: IO[bytes]) -> IO[bytes]:
+@dataclass
+class _Position:
+    """The line (or JSON array row) being read, for the message of a limit reached inside a read."""
+
+    line: int = 1
+
+
+class _TooLarge(Exception):
+    """A limit was reached while reading; read_rows turns it into an ImportFileError at the current line."""
+
+
+def _maybe_gunzip(stream: IO[bytes], limits: Limits, position: _Position) -> IO[bytes]:
     buffered = stream if isinstance(stream, io.BufferedReader) else io.BufferedReader(_Readable(stream))
     if buffered.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=buffered)  # type: ignore[return-value]
+        return io.BufferedReader(_Capped(gzip.GzipFile(fileobj=buffered), limits.decompressed_bytes))
     return buffered
+
+
+class _Capped(io.RawIOBase):
+    """The decompressed stream, refused past ``limit`` bytes (a gzip bomb costs a buffer, not the memory)."""
+
+    def __init__(self, stream: IO[bytes], limit: int):
+        self._stream = stream
+        self._limit = limit
+        self._total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(min(len(buffer), self._limit - self._total + 1))
+        self._total += len(data)
+        if self._total > self._limit:
+            raise _TooLarge(f"the file decompresses to more than {_size(self._limit)}")
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _size(limit: int) -> str:
+    return f"{limit / 1024**2:g} MB" if limit >= 1024**2 else f"{limit:,} bytes"
 
 
 class _Readable(io.RawIOBase):
@@ -108,18 +165,33 @@ class _Readable(io.RawIOBase):
         return len(data)
 
 
-def _records(text: io.TextIOWrapper, filename: str) -> Iterator[tuple[int, Any]]:
+def _records(text: io.TextIOWrapper, filename: str, limits: Limits, position: _Position) -> Iterator[tuple[int, Any]]:
     name = filename.lower().removesuffix(".gz")
+    lines = _bounded_lines(text, limits.line_bytes, position)
     if name.endswith(".csv"):
-        yield from _csv_records(text)
+        yield from _csv_records(lines)
         return
     first = _first_non_space(text)
     if name.endswith(".json") or first == "[":
-        yield from _json_array_records(text)
+        yield from _json_array_records(text, limits.line_bytes, position)
     elif name.endswith(".jsonl") or first == "{":
-        yield from _jsonl_records(text)
+        yield from _jsonl_records(lines)
     else:
-        yield from _csv_records(text)
+        yield from _csv_records(lines)
+
+
+def _bounded_lines(text: io.TextIOWrapper, limit: int, position: _Position) -> Iterator[str]:
+    """The lines of ``text``, refusing one longer than ``limit`` characters before more of it is read."""
+    number = 0
+    while True:
+        number += 1
+        position.line = number
+        line = text.readline(limit + 1)
+        if not line:
+            return
+        if len(line) > limit and not (len(line) == limit + 1 and line.endswith(("\n", "\r"))):
+            raise _TooLarge(f"the line is longer than {_size(limit)}")
+        yield line
 
 
 def _first_non_space(text: io.TextIOWrapper) -> str:
@@ -128,29 +200,71 @@ def _first_non_space(text: io.TextIOWrapper) -> str:
     return stripped[:1]
 
 
-def _jsonl_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
-    for number, line in enumerate(text, start=1):
+def _jsonl_records(lines: Iterator[str]) -> Iterator[tuple[int, Any]]:
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as exc:
             raise ImportFileError(number, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        except RecursionError:
+            raise ImportFileError(number, f"the JSON is nested too deeply (more than {MAX_DEPTH} levels)") from None
 
 
-def _json_array_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
-    try:
-        data = json.load(text)
-    except json.JSONDecodeError as exc:
-        raise ImportFileError(exc.lineno, f"invalid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(data, list):
+def _json_array_records(text: io.TextIOWrapper, row_limit: int, position: _Position) -> Iterator[tuple[int, Any]]:
+    """A JSON array, one element at a time (ijson): memory holds one row, never the whole array.
+
+    A JSON array has no line per row: rows are numbered instead. An element longer than ``row_limit`` bytes is
+    refused as it is read (ijson asks for the file in small chunks, counted here).
+    """
+    counted = _Counted(text.buffer, row_limit)  # bytes: the TextIOWrapper has read nothing yet (only peeked)
+    position.line = 1
+    if counted.peek_first() != b"[":
         raise ImportFileError(1, "a .json file must hold a list of rows")
-    # A JSON array has no line per row: rows are numbered instead.
-    yield from enumerate(data, start=1)
+    try:
+        for number, record in enumerate(ijson.items(counted, "item", use_float=True, buf_size=counted.chunk), start=1):
+            yield number, record
+            position.line = number + 1
+            counted.row_started()
+    except ijson.IncompleteJSONError as exc:
+        raise ImportFileError(position.line, f"invalid JSON ({_ijson_reason(exc)})") from exc
+    except ijson.JSONError as exc:
+        raise ImportFileError(position.line, f"invalid JSON ({_ijson_reason(exc)})") from exc
 
 
-def _csv_records(text: io.TextIOWrapper) -> Iterator[tuple[int, Any]]:
-    reader = csv.DictReader(text, strict=True)
+def _ijson_reason(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else "incomplete"
+
+
+class _Counted:
+    """A byte stream that refuses to give more than ``row_limit`` bytes between two ``row_started`` calls."""
+
+    def __init__(self, stream, row_limit: int):
+        self._stream = stream
+        self._row_limit = row_limit
+        self._since_row = 0
+        self.chunk = min(64 * 1024, row_limit)
+        if stream.peek(3)[:3] == BOM:
+            stream.read(3)
+
+    def peek_first(self) -> bytes:
+        return self._stream.peek(4096)[:4096].lstrip(b" \t\r\n")[:1]
+
+    def row_started(self) -> None:
+        self._since_row = 0
+
+    def read(self, size: int = -1) -> bytes:
+        size = self.chunk if size is None or size < 0 else min(size, self.chunk)
+        data = self._stream.read(size)
+        self._since_row += len(data)
+        if self._since_row > self._row_limit + self.chunk:  # one chunk of slack: the chunk can hold the row's end
+            raise _TooLarge(f"the row is longer than {_size(self._row_limit)}")
+        return data
+
+
+def _csv_records(lines: Iterator[str]) -> Iterator[tuple[int, Any]]:
+    reader = csv.DictReader(lines, strict=True)
     try:
         header = reader.fieldnames
     except csv.Error as exc:
@@ -186,6 +300,8 @@ def _csv_value(key: str, value: str | None) -> Any:
             return json.loads(value)
         except json.JSONDecodeError as exc:
             raise RowError(f"column `{key}` is not valid JSON ({exc.msg})") from exc
+        except RecursionError:
+            raise RowError(f"column `{key}` is nested too deeply (more than {MAX_DEPTH} levels)") from None
     return value
 
 
@@ -199,6 +315,7 @@ def _row_or_error(line: int, record: Any) -> ImportedRow:
 def parse_row(line: int, record: Any) -> ImportedRow:
     if not isinstance(record, dict):
         raise RowError(f"expected an object, got {type(record).__name__}")
+    _check_storable(record)
     has_chosen, has_rejected = "chosen" in record, "rejected" in record
     if has_chosen != has_rejected:
         raise RowError("a preference row needs both `chosen` and `rejected`")
@@ -216,6 +333,38 @@ def parse_row(line: int, record: Any) -> ImportedRow:
     if "prompt" in record:
         return ImportedRow(messages=_prompt_messages(record["prompt"], "prompt"), **common)
     raise RowError("expected a `prompt`, `messages`, or `chosen` and `rejected` field")
+
+
+def _check_storable(record: dict) -> None:
+    """Refuse what the database cannot store (or JSON cannot encode back): a NUL character, an unpaired surrogate
+    (``"\\ud800"`` decodes to one), nesting deeper than MAX_DEPTH. Iterative, so depth costs no recursion."""
+    for key, value in record.items():
+        _check_text(key, key)
+        stack = [(value, 1)]
+        while stack:
+            item, depth = stack.pop()
+            if isinstance(item, str):
+                _check_text(item, key)
+            elif isinstance(item, (dict, list)):
+                if depth > MAX_DEPTH:
+                    raise RowError(f"`{key}` is nested too deeply (more than {MAX_DEPTH} levels)")
+                if isinstance(item, dict):
+                    for inner_key, inner in item.items():
+                        _check_text(inner_key, key)
+                        stack.append((inner, depth + 1))
+                else:
+                    stack.extend((inner, depth + 1) for inner in item)
+
+
+def _check_text(text: Any, field_name: str) -> None:
+    if not isinstance(text, str) or (text.isascii() and "\x00" not in text):
+        return
+    match = UNSTORABLE.search(text)
+    if match is None:
+        return
+    if match.group() == "\x00":
+        raise RowError(f"`{field_name}` contains a NUL character (\\u0000), which cannot be stored")
+    raise RowError(f"`{field_name}` contains an unpaired surrogate (\\u{ord(match.group()):04x}), which is not valid text")
 
 
 def _preference(record: dict) -> tuple[list[dict[str, str]], str, str]:

@@ -8,6 +8,7 @@ it are exact.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +26,7 @@ from generation.models import Candidate
 
 LEASE_ATTEMPTS = 20  # each attempt rules out one item whose last slot was taken meanwhile
 MAX_RATIONALE = 5000
+_SURROGATE = re.compile(r"[\ud800-\udfff]")  # decoded from a lone "\\ud800": no database stores it
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
 
@@ -248,6 +250,8 @@ def _checked_rationale(rationale: str) -> str:
     rationale = (rationale or "").strip()
     if len(rationale) > MAX_RATIONALE:
         raise InvalidInput(f"The rationale is longer than {MAX_RATIONALE} characters.")
+    if not rationale.isascii() and (match := _SURROGATE.search(rationale)):
+        raise InvalidInput(f"The rationale contains an unpaired surrogate (\\u{ord(match.group()):04x}), which is not valid text.")
     return rationale
 
 

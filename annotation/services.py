@@ -8,6 +8,7 @@ from itertools import islice
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractUser, Group, Permission
 from django.contrib.contenttypes.models import ContentType
@@ -98,9 +99,18 @@ def prompts_import_file(
     *, project: Project, stream: IO[bytes], filename: str, source: str = "", heldout_fraction: float = 0.0
 ) -> ImportReport:
     """Import a whole file. Raises importing.ImportFileError (with the line number) and writes nothing if any row
-    is broken."""
-    rows = importing.read_rows(stream, filename)
+    is broken, or if the file is larger than the settings allow (PREFLOOP_MAX_IMPORT_DECOMPRESSED_BYTES decompressed,
+    PREFLOOP_MAX_IMPORT_LINE_BYTES per line or row)."""
+    rows = importing.read_rows(stream, filename, import_limits())
     return prompts_import(project=project, rows=rows, source=source or filename, heldout_fraction=heldout_fraction)
+
+
+def import_limits() -> importing.Limits:
+    default = importing.Limits()
+    return importing.Limits(
+        decompressed_bytes=getattr(settings, "PREFLOOP_MAX_IMPORT_DECOMPRESSED_BYTES", default.decompressed_bytes),
+        line_bytes=getattr(settings, "PREFLOOP_MAX_IMPORT_LINE_BYTES", default.line_bytes),
+    )
 
 
 def prompts_import(

@@ -2,13 +2,14 @@
 annotation.roles)."""
 
 import logging
+import re
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DataError
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiViewExtension
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers
+from rest_framework import exceptions, parsers, serializers
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -25,6 +26,47 @@ def int64(text: str) -> int | None:
         return None
     number = int(text)
     return number if number <= MAX_ID else None
+
+
+MAX_JSON_DEPTH = 100  # of a request body: the deepest the API takes is a few levels (tiers, configs)
+SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser, refusing with a 400 what would otherwise fail later as a 500: JSON nested deeper than
+    MAX_JSON_DEPTH (Python's parser itself gives up near 1,000 levels, with a RecursionError) and text holding an
+    unpaired surrogate (``"\\ud800"`` parses, but no database can store it, nor can it be encoded as UTF-8)."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(f"JSON parse error - nested more than {MAX_JSON_DEPTH} levels deep.") from None
+        problem = json_problem(data)
+        if problem:
+            raise exceptions.ParseError(f"JSON parse error - {problem}.")
+        return data
+
+
+def json_problem(data) -> str | None:
+    """Why parsed JSON cannot be taken (too deep, an unpaired surrogate), naming where; None when it can. Iterative."""
+    stack = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, str):
+            if not value.isascii() and (match := SURROGATE.search(value)):
+                return f"{path or 'the body'} contains an unpaired surrogate (\\u{ord(match.group()):04x}), which is not valid text"
+        elif isinstance(value, (dict, list)):
+            if depth >= MAX_JSON_DEPTH:
+                return f"{path or 'the body'} is nested more than {MAX_JSON_DEPTH} levels deep"
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if not key.isascii() and SURROGATE.search(key):
+                        return f"a key of {path or 'the body'} contains an unpaired surrogate, which is not valid text"
+                    stack.append((item, f"{path}.{key}" if path else key, depth + 1))
+            else:
+                stack.extend((item, f"{path}[{index}]", depth + 1) for index, item in enumerate(value))
+    return None
 
 
 def exception_handler(exc, context):

@@ -140,6 +140,10 @@ WHITENOISE_USE_FINDERS = True
 # Request bodies (config/limits.py): JSON bodies and forms are small; only the import views take large uploads.
 PREFLOOP_MAX_BODY_BYTES = int(os.environ.get("PREFLOOP_MAX_BODY_BYTES", str(1024**2)))
 PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(1024**3)))
+# Imported files (annotation/importing.py): a gzipped file may decompress to 4 GB at most (gzip bombs), and one line
+# (or JSON array row) may be 10 MB at most; both are refused with a 400 naming the line, memory stays flat.
+PREFLOOP_MAX_IMPORT_DECOMPRESSED_BYTES = int(os.environ.get("PREFLOOP_MAX_IMPORT_DECOMPRESSED_BYTES", str(4 * 1024**3)))
+PREFLOOP_MAX_IMPORT_LINE_BYTES = int(os.environ.get("PREFLOOP_MAX_IMPORT_LINE_BYTES", str(10 * 1024**2)))
 # Uploaded prompt files can be large; anything over 10 MB is streamed to a temporary file.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
@@ -156,6 +160,12 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "EXCEPTION_HANDLER": "config.api.exception_handler",
+    # DRF's parsers, with a JSON parser that refuses JSON nested too deeply or holding unpaired surrogates (a 400).
+    "DEFAULT_PARSER_CLASSES": [
+        "config.api.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 

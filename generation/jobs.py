@@ -122,6 +122,9 @@ def _check_plan(project: Project, plan: Sequence[PlanEntry], sampling: Sampling)
         raise ValidationError({"temperature": "Greedy decoding (temperature 0) gives one answer: use n = 1 per model or sample."})
 
 
+MAX_SELECTED_IDS = 10_000
+
+
 def selected_prompts(project: Project, selection: dict) -> QuerySet[Prompt]:
     """``missing``: prompts without a ranking item yet; ``heldout``: the held-out split; ``ids``: the listed ids."""
     mode = selection.get("mode", "missing")
@@ -134,6 +137,8 @@ def selected_prompts(project: Project, selection: dict) -> QuerySet[Prompt]:
         ids = selection.get("ids") or []
         if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
             raise ValidationError({"prompt_selection": "ids must be a list of prompt ids."})
+        if len(ids) > MAX_SELECTED_IDS:  # a query takes only so many parameters (SQLite 32,766; PostgreSQL 65,535)
+            raise ValidationError({"prompt_selection": f"At most {MAX_SELECTED_IDS:,} prompt ids per job (got {len(ids):,})."})
         return prompts.filter(pk__in=ids)
     raise ValidationError({"prompt_selection": "mode must be missing, heldout or ids."})
 

@@ -3,7 +3,7 @@ from dataclasses import asdict
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, status
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -18,7 +18,7 @@ from annotation.api.serializers import (
 )
 from annotation.importing import ImportFileError, RowError, parse_row
 from annotation.models import Project, Prompt
-from config.api import ValidationErrorSerializer, error_responses
+from config.api import JSONParser, ValidationErrorSerializer, error_responses
 
 
 @extend_schema_view(

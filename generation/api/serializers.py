@@ -6,7 +6,7 @@ from rest_framework import serializers
 from annotation.api.jobs import JobProgressSerializer, JobStateSerializer
 from config.api import MAX_ID
 from generation.backends.base import Sampling
-from generation.jobs import MAX_NEW_TOKENS
+from generation.jobs import MAX_NEW_TOKENS, MAX_SELECTED_IDS
 from generation.models import GenerationJob, ModelVersion
 
 
@@ -38,7 +38,8 @@ class PromptSelectionSerializer(serializers.Serializer):
 
     mode = serializers.ChoiceField(choices=MODES, default="missing")
     ids = serializers.ListField(
-        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, help_text="Prompt ids, for mode ids."
+        child=serializers.IntegerField(min_value=1, max_value=MAX_ID), required=False, max_length=MAX_SELECTED_IDS,
+        help_text=f"Prompt ids, for mode ids (at most {MAX_SELECTED_IDS:,}).",
     )
 
     def validate(self, attrs):
