@@ -71,9 +71,14 @@ def json_problem(data) -> str | None:
 
 def exception_handler(exc, context):
     """DRF's handler, plus the services' refusals: ValidationErrors become 400s, Refusals their own status, and
-    values the database refuses (DataError) 400s too."""
+    values the database refuses (DataError) and input nested too deeply (RecursionError) 400s too."""
     if isinstance(exc, Refusal):
         return Response({"detail": str(exc)}, status=exc.status_code)
+    if isinstance(exc, RecursionError):
+        # A view with its own parser classes (DRF's token view) parses JSON with DRF's parser: nesting thousands
+        # deep ends in Python's recursion limit. Only input does that, so it is the client's 400.
+        logger.warning("%s: input nested too deeply (%s)", context["request"].path, exc)
+        return Response({"detail": f"JSON parse error - nested more than {MAX_JSON_DEPTH} levels deep."}, status=400)
     if isinstance(exc, DjangoValidationError):
         detail = exc.message_dict if hasattr(exc, "error_dict") else {"detail": " ".join(exc.messages)}
         exc = exceptions.ValidationError(detail)

@@ -8,15 +8,20 @@ response ids, are drawn half from generated values and half from the rows made b
 objects (and their state checks) rather than only their 404s and 400s.
 """
 
+import gzip
+import json
 import re
+import warnings
 
 import hypothesis.strategies as st
 import pytest
+import requests
 import schemathesis
 from _pytest.nodeid import coerce_node_id
 from _pytest.nodes import Node
 from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
+from schemathesis.core import NotSet
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     ignored_auth,
@@ -73,7 +78,7 @@ def fuzz_data(db):
     ranked = _leased(admin, project)
     ranking_submit(labeler=admin, item_id=ranked, tiers=_best_first(ranked))
     item_flag(labeler=labeler, item_id=_leased(labeler, project), reason=ItemFlag.Reason.BROKEN, note="cut off")
-    leased = _leased(admin, project)
+    _leased(admin, project)  # one item leased to the admin, to rank, skip or flag
     exports.export_create(projects=[project], export_format="jsonl")
     job = GenerationJob.objects.create(project=project, prompt_selection={"mode": "missing"}, prompts_total=1)
     GenerationJobModel.objects.create(job=job, model_version=policy, n=3)
@@ -91,7 +96,7 @@ def fuzz_data(db):
     )
     body_values = {
         "project": [project.slug], "projects": [[project.slug]], "base_version": [policy.name], "reward_version": [reward.name],
-        "model": [policy.name], "n": [project.responses_per_item], "tiers": [_best_first(ranked)[::-1], _best_first(leased)],
+        "model": [policy.name], "n": [project.responses_per_item], "tiers": [[["C"], ["B"], ["A"]], [["A"], ["B", "C"]]],  # labelers rank by letters
     }
     query_values = {"project": [project.slug], "model": [reward.name], "labeler": [labeler.pk], "model_versions": [policy.name]}
     return {"admin": admin, "body_values": body_values, "query_values": query_values}
@@ -202,3 +207,71 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @schema.parametrize()
 def test_the_api_matches_its_schema_and_never_fails(case):
     case.call_and_validate(checks=CHECKS)
+
+
+# --- hostile input, sent to every operation that takes a body ------------------------------------------------------
+# Generated requests rarely reach these: JSON nested thousands deep (Python's parser gives up with a RecursionError),
+# an unpaired surrogate in every string of an otherwise valid body (it parses, but no database stores it), NUL
+# characters, gzip bombs and more prompt ids than a query takes. Each must be a 4xx, never a 500.
+
+DEEP = 5000
+
+
+def _hostile_requests(operation, url: str):
+    """(name, request keyword arguments) for one operation."""
+    deep = "[" * DEEP + "]" * DEEP
+    yield "nested 5000 deep", {"data": '{"x": %s}' % deep, "headers": {"Content-Type": "application/json"}}
+    yield "nested 5000 deep (array)", {"data": deep, "headers": {"Content-Type": "application/json"}}
+    body = _valid_body(operation)
+    if isinstance(body, (dict, list)):
+        for marker, text in (("unpaired surrogate", "\\ud800"), ("NUL", "\\u0000")):
+            raw = json.dumps(body).replace('": "', f'": "{text}')  # into every string value
+            yield f"{marker} in every string", {"data": raw, "headers": {"Content-Type": "application/json"}}
+    if url.endswith("/prompts/import/"):
+        for name, data in (
+            ("deep.jsonl", b'{"prompt": "q", "metadata": %s}\n' % deep.encode()),
+            ("deep.json", b'[{"prompt": "q", "metadata": %s}]' % deep.encode()),
+            ("surrogate.jsonl", b'{"prompt": "\\ud800"}\n'),
+            ("nul.jsonl", b'{"prompt": "\\u0000"}\n'),
+            ("bomb.jsonl.gz", gzip.compress(b'{"prompt": "' + b"a" * (20 * 1024**2) + b'"}\n')),
+        ):
+            yield f"import file {name}", {"files": {"file": (name, data)}}
+    if url.endswith("/api/generation-jobs/"):
+        many = {"project": "fuzz", "models": [{"model": "fuzz-policy", "n": 3}], "prompts": {"mode": "ids", "ids": [1] * 200_000}}
+        yield "200,000 prompt ids", {"json": many}
+
+
+def _valid_body(operation):
+    """A body schemathesis draws from the operation's schema (positive data), or None."""
+    if not operation.body:
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            case = operation.as_strategy().example()
+    except Exception:  # noqa: BLE001 - an operation whose body cannot be drawn alone just gets the other attacks
+        return None
+    return None if isinstance(case.body, NotSet) else case.body
+
+
+def test_hostile_bodies_are_never_server_errors(api_schema, live_server, fuzz_data):
+    headers = {"Authorization": f"Token {Token.objects.get(user=fuzz_data['admin']).key}"}
+    known = known_path_values()
+    sent, with_strings, server_errors = 0, 0, []
+    for result in api_schema.get_all_operations():
+        operation = result.ok()
+        if operation.method.upper() not in {"POST", "PUT", "PATCH"}:
+            continue
+        path = operation.full_path
+        for name in re.findall(r"{(\w+)}", path):
+            values = known.get(_segment_before(path, name), {}).get(name) or [1]
+            path = path.replace("{" + name + "}", str(values[0]))
+        url = live_server.url + path
+        for attack, request in _hostile_requests(operation, url):
+            response = requests.request(operation.method.upper(), url, headers={**headers, **request.pop("headers", {})}, timeout=60, **request)
+            sent += 1
+            with_strings += attack.endswith("in every string")
+            if response.status_code >= 500:
+                server_errors.append(f"{operation.method.upper()} {path} ({attack}): {response.status_code}")
+    assert sent > 40 and with_strings > 10, (sent, with_strings)
+    assert not server_errors, "\n".join(server_errors)
