@@ -20,10 +20,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from annotation.models import Assignment, ItemFlag, PreferencePair, Project, Prompt, Ranking, RankingItem
-from annotation.ranking import InvalidRanking, derive_pairs, validate_tiers
+from annotation.ranking import InvalidRanking, derive_pairs, display_order, tiers_from_letters, validate_tiers
 from config.web import Refusal
 from generation.models import Candidate
 
+_UNSET = object()  # a ranking argument left out (None is a malformed ranking)
 LEASE_ATTEMPTS = 20  # each attempt rules out one item whose last slot was taken meanwhile
 MAX_RATIONALE = 5000
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # decoded from a lone "\\ud800": no database stores it
@@ -174,14 +175,18 @@ def ranking_submit(
     *,
     labeler: AbstractUser,
     item_id: int,
-    tiers: object,
+    letters: object = _UNSET,
+    tiers: object = _UNSET,
     rationale: str = "",
     time_spent_ms: int | None = None,
 ) -> Ranking:
-    """Save the labeler's ranking of a leased item and derive its preference pairs, in one transaction."""
+    """Save the labeler's ranking of a leased item and derive its preference pairs, in one transaction.
+
+    ``letters`` is the ranking as the labeler gave it, in the letters they were shown (the page and the API);
+    ``tiers`` is the same in candidate ids, for trusted in-process callers (benches, tests, seeding)."""
     rationale = _checked_rationale(rationale)
     # An item's responses never change: the ranking is checked before the transaction, so a malformed one takes no lock.
-    normalised = _valid(tiers, _shown(item_id))
+    normalised = _valid(labeler, item_id, letters, tiers)
     now = timezone.now()
     with transaction.atomic():
         assignment = _own_lease(labeler, item_id)
@@ -224,8 +229,15 @@ def _shown(item_id: int) -> list[int]:
     return list(shown.values_list("candidate_id", flat=True))
 
 
-def _valid(tiers: object, shown: list[int]) -> list[list[int]]:
+def _valid(labeler: AbstractUser, item_id: int, letters: object, tiers: object) -> list[list[int]]:
+    """The ranking as tiers of candidate ids. The one place where a labeler's letters become ids: the letters are
+    those of ``display_order`` for this labeler and item, as the page and the API showed them."""
+    if (letters is _UNSET) == (tiers is _UNSET):
+        raise TypeError("Pass the ranking as either `letters` (a labeler's) or `tiers` (candidate ids).")
+    shown = _shown(item_id)
     try:
+        if letters is not _UNSET:
+            return tiers_from_letters(letters, display_order(shown, labeler_id=labeler.pk, item_id=item_id))
         return validate_tiers(tiers, shown)
     except InvalidRanking as exc:
         raise InvalidInput(str(exc)) from exc
@@ -274,16 +286,19 @@ class RankingRevision:
     changed: bool  # False: the same tiers (ties in any order) and the same rationale; nothing was written
 
 
-def ranking_revise(*, labeler: AbstractUser, ranking_id: int, tiers: object, rationale: str | None = None) -> RankingRevision:
+def ranking_revise(
+    *, labeler: AbstractUser, ranking_id: int, letters: object = _UNSET, tiers: object = _UNSET, rationale: str | None = None
+) -> RankingRevision:
     """Change one's own ranking within the lease window after submitting; its pairs are derived again. A revision
-    that changes nothing (same tiers, same rationale) writes nothing and says so."""
+    that changes nothing (same tiers, same rationale) writes nothing and says so. ``letters`` and ``tiers`` as for
+    ``ranking_submit``."""
     with transaction.atomic():
         ranking = Ranking.objects.select_for_update().select_related("item").filter(pk=ranking_id, labeler=labeler).first()
         if ranking is None:
             raise NotAssigned("No such ranking of yours.")
         if timezone.now() > ranking.created_at + lease_duration():
             raise LabelingError(f"Rankings can be revised for {settings.PREFLOOP_LEASE_MINUTES} minutes after submitting.")
-        tiers = _valid(tiers, _shown(ranking.item_id))
+        tiers = _valid(labeler, ranking.item_id, letters, tiers)
         rationale = ranking.rationale if rationale is None else _checked_rationale(rationale)
         if _same_tiers(tiers, ranking.tiers) and rationale == ranking.rationale:
             return RankingRevision(ranking=ranking, changed=False)

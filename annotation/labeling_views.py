@@ -62,7 +62,7 @@ def label_rank(request, slug, item_id):
         return labeling.ranking_submit(
             labeler=request.user,
             item_id=item_id,
-            tiers=_json_or_none(request.POST.get("tiers", "")),
+            letters=_json_or_none(request.POST.get("tiers", "")),
             rationale=request.POST.get("rationale", ""),
             time_spent_ms=_int_or_none(request.POST.get("time_spent_ms")),
         )
@@ -112,7 +112,7 @@ def ranking_revise(request, slug, ranking_id):
     if request.method == "POST":
         try:
             revision = labeling.ranking_revise(
-                labeler=request.user, ranking_id=ranking.pk, tiers=_json_or_none(request.POST.get("tiers", "")),
+                labeler=request.user, ranking_id=ranking.pk, letters=_json_or_none(request.POST.get("tiers", "")),
                 rationale=request.POST.get("rationale", ""),
             )
         except LabelingError as exc:
@@ -126,7 +126,7 @@ def ranking_revise(request, slug, ranking_id):
         request,
         "ranking_revise.html",
         {
-            "project": project, "ranking": ranking, "shown": shown, "initial_tiers": json.dumps(ranking.tiers),
+            "project": project, "ranking": ranking, "shown": shown, "initial_tiers": json.dumps(selectors.ranking_letters(ranking)),
             "saved_text": selectors.ranking_as_text(ranking), "revisable_until": ranking.created_at + labeling.lease_duration(),
             "error": error,
         },

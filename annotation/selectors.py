@@ -16,7 +16,7 @@ from django.utils import timezone
 from annotation import agreement
 from annotation.agreement import ItemRankings
 from annotation.models import Assignment, ItemFlag, Project, Prompt, Ranking, RankingItem
-from annotation.ranking import display_order, letters_for, ranking_text
+from annotation.ranking import display_order, letter_tiers, letters_for, ranking_text
 from config.jobs import Job
 from generation.models import Candidate, GenerationJob
 
@@ -165,6 +165,12 @@ def ranking_as_text(ranking: Ranking) -> str:
     shown = [response for tier in ranking.tiers for response in tier]
     order = display_order(shown, labeler_id=ranking.labeler_id, item_id=ranking.item_id)
     return ranking_text(ranking.tiers, letters_for(order))
+
+
+def ranking_letters(ranking: Ranking) -> list[list[str]]:
+    """The ranking as its labeler gave it: tiers of the letters they saw (``[["D"], ["C"], ["A", "B"]]``)."""
+    shown = [response for tier in ranking.tiers for response in tier]
+    return letter_tiers(ranking.tiers, display_order(shown, labeler_id=ranking.labeler_id, item_id=ranking.item_id))
 
 
 def project_dashboard(project: Project) -> dict:

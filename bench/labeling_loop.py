@@ -227,7 +227,7 @@ def request(kind, item=None, tiers=None):
     return client.post(f"/api/items/{item}/ranking/", data=json.dumps({"tiers": tiers}), content_type="application/json")
 
 def tiers_of(body):
-    ids = [r["id"] for r in body["responses"]]
+    ids = [r["key"] for r in body["responses"]]
     rng.shuffle(ids)
     return [[i] for i in ids]
 
@@ -395,7 +395,8 @@ def summary_ms(values: list[float]) -> dict:
     }
 
 
-def random_tiers(rng: random.Random, ids: list[int]) -> list[list[int]]:
+def random_tiers(rng: random.Random, ids: list[str]) -> list[list[str]]:
+    """A random ranking of the response keys (letters) an item showed."""
     order = ids[:]
     rng.shuffle(order)
     tiers = [[order[0]]]
@@ -407,7 +408,7 @@ def random_tiers(rng: random.Random, ids: list[int]) -> list[list[int]]:
     return tiers
 
 
-def pairs_of(tiers: list[list[int]]) -> int:
+def pairs_of(tiers: list[list[str]]) -> int:
     sizes = [len(tier) for tier in tiers]
     return (sum(sizes) ** 2 - sum(size * size for size in sizes)) // 2
 
@@ -523,7 +524,7 @@ class LoadGenerator:
                 sc.error(f"GET next -> {status}: {body[:200]!r}")
                 return
             data = json.loads(body)
-            item, ids = data["item"], [response["id"] for response in data["responses"]]
+            item, ids = data["item"], [response["key"] for response in data["responses"]]
             if len(ids) != self.spec["k"] or len(set(ids)) != len(ids):
                 sc.error(f"GET next -> item {item} with responses {ids}")
                 return

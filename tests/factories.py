@@ -46,3 +46,11 @@ def make_item(project, k: int | None = None, texts: list[str] | None = None):
         for text in texts
     ]
     return ranking_item_create(prompt=prompt, candidates=candidates)
+
+
+def as_letters(labeler, item, tiers):
+    """Tiers of candidate ids as this labeler would send them: the letters of their display order for the item."""
+    from annotation.ranking import display_order, letter_tiers
+
+    order = display_order(list(item.candidates.values_list("id", flat=True)), labeler_id=labeler.pk, item_id=item.pk)
+    return [letter_tiers([tier], order)[0] for tier in tiers]

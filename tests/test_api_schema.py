@@ -14,7 +14,7 @@ from annotation.labeling import assignment_next, ranking_submit
 from annotation.models import Ranking
 from config.urls import api as api_routes
 from generation.models import ModelVersion
-from tests.factories import make_item
+from tests.factories import as_letters, make_item
 from training.models import TrainingMetric, TrainingRun
 
 SELF_DESCRIBING = {"api_schema", "api_docs"}  # the schema and its viewer are not operations of the API
@@ -109,7 +109,7 @@ def test_revising_a_ranking_without_a_rationale_keeps_it(admin_api, admin_user, 
     assignment_next(labeler=admin_user, project=project)
     ids = [c.pk for c in item.candidates.order_by("id")]
     ranking = ranking_submit(labeler=admin_user, item_id=item.pk, tiers=[[i] for i in ids], rationale="A is best")
-    response = admin_api.patch(f"/api/rankings/{ranking.pk}/", {"tiers": [[i] for i in reversed(ids)]}, format="json")
+    response = admin_api.patch(f"/api/rankings/{ranking.pk}/", {"tiers": as_letters(admin_user, item, [[i] for i in reversed(ids)])}, format="json")
     assert response.status_code == 200, response.json()
     assert Ranking.objects.get(pk=ranking.pk).rationale == "A is best"
 

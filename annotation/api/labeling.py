@@ -1,7 +1,7 @@
 """The labeling loop through the API: next item, rank, skip, flag, my rankings; progress and agreement for admins."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -16,6 +16,8 @@ from config.api import MAX_ID, error_responses, int64
 
 
 class RankingSerializer(serializers.ModelSerializer):
+    """A ranking as researchers and admins read it: tiers of candidate ids."""
+
     tiers = TiersField(read_only=True)
     pairs = serializers.SerializerMethodField()
 
@@ -25,6 +27,33 @@ class RankingSerializer(serializers.ModelSerializer):
 
     def get_pairs(self, ranking) -> int:
         return getattr(ranking, "pair_count", None) or ranking.pairs.count()
+
+
+class OwnRankingSerializer(RankingSerializer):
+    """A ranking as its labeler reads it: tiers of the letters they were shown, never candidate ids."""
+
+    tiers = serializers.SerializerMethodField(help_text='Letters, best tier first: [["D"], ["C"], ["A", "B"]].')
+    ranking = serializers.SerializerMethodField(help_text="The same as text: D > C > A = B.")
+
+    class Meta(RankingSerializer.Meta):
+        fields = ["id", "item", "labeler", "tiers", "ranking", "rationale", "time_spent_ms", "pairs", "created_at", "updated_at"]
+
+    def get_tiers(self, ranking) -> list[list[str]]:
+        return selectors.ranking_letters(ranking)
+
+    def get_ranking(self, ranking) -> str:
+        return selectors.ranking_as_text(ranking)
+
+
+def _ranking_serializer(user):
+    return RankingSerializer if user.has_perm(EXPLORE) else OwnRankingSerializer
+
+
+_EITHER_RANKING = PolymorphicProxySerializer(
+    component_name="RankingForRole",
+    serializers=[OwnRankingSerializer, RankingSerializer],
+    resource_type_field_name=None,
+)
 
 
 class SkipSerializer(serializers.Serializer):
@@ -40,15 +69,17 @@ class FlagSerializer(serializers.Serializer):
 
 
 def _tiers_field(help_text: str) -> serializers.ListField:
-    return serializers.ListField(
-        child=serializers.ListField(child=serializers.IntegerField(), allow_empty=False), allow_empty=False, help_text=help_text
-    )
+    letter = serializers.RegexField(r"^[A-Z]$", help_text="A response's letter (`key` in the next item).")
+    return serializers.ListField(child=serializers.ListField(child=letter, allow_empty=False), allow_empty=False, help_text=help_text)
 
 
 class RankingInputSerializer(serializers.Serializer):
     """A ranking: checked by hand on the hot path (see ``_ranking_input``) and by the labeling service."""
 
-    tiers = _tiers_field("Response ids, best tier first; responses tied share a tier. Every shown response exactly once.")
+    tiers = _tiers_field(
+        'The letters shown, best tier first; responses tied share a tier: [["D"], ["C"], ["A", "B"]]. Every shown '
+        "response exactly once. Response ids are refused (400)."
+    )
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=MAX_RATIONALE)
     time_spent_ms = serializers.IntegerField(
         required=False, allow_null=True, min_value=0,
@@ -57,13 +88,15 @@ class RankingInputSerializer(serializers.Serializer):
 
 
 class RankingReviseSerializer(serializers.Serializer):
-    tiers = _tiers_field("The new order: response ids, best tier first.")
+    tiers = _tiers_field("The new order: the letters shown, best tier first.")
     rationale = serializers.CharField(required=False, allow_blank=True, max_length=MAX_RATIONALE, help_text="Kept when left out.")
 
 
 class ShownResponseSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    letter = serializers.CharField(help_text="A, B, C...: the order this labeler sees (shuffled per labeler and item).")
+    key = serializers.CharField(
+        help_text="A, B, C...: this response's name for you, in the order you see the responses (shuffled per labeler "
+        "and item, so it says nothing about which model wrote it). Rank by these."
+    )
     text = serializers.CharField(allow_blank=True)
 
 
@@ -177,7 +210,7 @@ class NextItem(APIView):
             {
                 "item": shown.item_id,
                 "messages": shown.messages,
-                "responses": [{"id": r.id, "letter": r.letter, "text": r.text} for r in shown.responses],
+                "responses": [{"key": r.letter, "text": r.text} for r in shown.responses],
                 "expires_at": shown.expires_at,
             }
         )
@@ -197,11 +230,11 @@ class _ItemAction(APIView):
 class RankItem(_ItemAction):
     """Submit your ranking of an item leased to you; it becomes preference pairs at once."""
 
-    @extend_schema(request=RankingInputSerializer, responses={201: RankingSerializer, **error_responses(400, 404, 409)})
+    @extend_schema(request=RankingInputSerializer, responses={201: OwnRankingSerializer, **error_responses(400, 404, 409)})
     def post(self, request, item_id):
         data = _ranking_input(request.data)
         ranking = labeling.ranking_submit(
-            labeler=request.user, item_id=item_id, tiers=data["tiers"], rationale=data["rationale"] or "",
+            labeler=request.user, item_id=item_id, letters=data["tiers"], rationale=data["rationale"] or "",
             time_spent_ms=data["time_spent_ms"],
         )
         return Response(_ranking_json(ranking), status=status.HTTP_201_CREATED)
@@ -233,14 +266,18 @@ class FlagItem(_ItemAction):
             OpenApiParameter("labeler", int, description="Only this labeler's rankings (researchers and admins)."),
             OpenApiParameter("project", str, description="Only rankings in this project (slug)."),
         ],
-        responses={200: RankingSerializer(many=True), **error_responses(400, 404)},
+        responses={200: _EITHER_RANKING, **error_responses(400, 404)},
     )
 )
 class RankingList(generics.ListAPIView):
-    """Labelers see their own rankings; researchers and admins see everyone's (``?labeler=``, ``?project=``)."""
+    """Labelers see their own rankings, in the letters they were shown; researchers and admins see everyone's, in
+    candidate ids (``?labeler=``, ``?project=``)."""
 
     serializer_class = RankingSerializer
     permission_classes = [IsLabeler | CanExplore]
+
+    def get_serializer_class(self):
+        return _ranking_serializer(self.request.user)
 
     def get_queryset(self):
         rankings = Ranking.objects.order_by("-created_at").prefetch_related("pairs")
@@ -255,19 +292,20 @@ class RankingList(generics.ListAPIView):
 
 
 class RankingDetail(APIView):
-    """Read one of your rankings, or revise it (PATCH) within the lease window after submitting."""
+    """Read one of your rankings (in your letters), or revise it (PATCH, in your letters) within the lease window after
+    submitting. Researchers and admins read any ranking, in candidate ids."""
 
     permission_classes = [IsLabeler | CanExplore]
 
-    @extend_schema(responses={200: RankingSerializer, **error_responses(404)})
+    @extend_schema(responses={200: _EITHER_RANKING, **error_responses(404)})
     def get(self, request, pk):
         rankings = Ranking.objects.all() if request.user.has_perm(EXPLORE) else Ranking.objects.filter(labeler=request.user)
-        return Response(RankingSerializer(get_object_or_404(rankings, pk=pk)).data)
+        return Response(_ranking_serializer(request.user)(get_object_or_404(rankings, pk=pk)).data)
 
-    @extend_schema(request=RankingReviseSerializer, responses={200: RankingSerializer, **error_responses(400, 404, 409)})
+    @extend_schema(request=RankingReviseSerializer, responses={200: OwnRankingSerializer, **error_responses(400, 404, 409)})
     def patch(self, request, pk):
         data = _ranking_input(request.data)
-        revision = labeling.ranking_revise(labeler=request.user, ranking_id=pk, tiers=data["tiers"], rationale=data["rationale"])
+        revision = labeling.ranking_revise(labeler=request.user, ranking_id=pk, letters=data["tiers"], rationale=data["rationale"])
         return Response(_ranking_json(revision.ranking))
 
 
@@ -322,7 +360,7 @@ class FlagReview(APIView):
 
 
 def _ranking_input(data) -> dict:
-    """``tiers`` (lists of response ids, best tier first; ties share a tier), optional ``rationale`` (None when left
+    """``tiers`` (lists of the letters shown, best tier first; ties share a tier), optional ``rationale`` (None when left
     out, so a revision keeps the old one) and ``time_spent_ms``, checked by hand on the hot path (a serializer costs
     more than the checks); the tiers themselves are validated by the service."""
     if not hasattr(data, "get"):
@@ -341,10 +379,10 @@ def _ranking_input(data) -> dict:
 
 
 def _ranking_json(ranking: Ranking) -> dict:
-    """RankingSerializer's output for a ranking just written."""
+    """OwnRankingSerializer's output for a ranking its labeler just wrote: letters, not candidate ids."""
     return {
-        "id": ranking.pk, "item": ranking.item_id, "labeler": ranking.labeler_id, "tiers": ranking.tiers,
-        "rationale": ranking.rationale, "time_spent_ms": ranking.time_spent_ms,
+        "id": ranking.pk, "item": ranking.item_id, "labeler": ranking.labeler_id, "tiers": selectors.ranking_letters(ranking),
+        "ranking": selectors.ranking_as_text(ranking), "rationale": ranking.rationale, "time_spent_ms": ranking.time_spent_ms,
         "pairs": getattr(ranking, "pair_count", None) or ranking.pairs.count(),
         "created_at": ranking.created_at, "updated_at": ranking.updated_at,
     }

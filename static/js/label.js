@@ -1,5 +1,6 @@
 // The ranking builder: keyboard-first, drag-and-drop too. The ranking is a list of tiers (best first) of response
-// ids; ties share a tier. It is always shown as text ("D > C > A = B") and posted as JSON in the `tiers` field.
+// letters, as shown on the cards; ties share a tier. It is always shown as text ("D > C > A = B") and posted as JSON
+// in the `tiers` field ([["D"], ["C"], ["A", "B"]]). The page carries no response ids: the server maps letters back.
 (function () {
   "use strict";
 
@@ -8,13 +9,9 @@
   function Builder(root) {
     this.root = root;
     this.form = root.querySelector(".rank-form");
-    this.letters = {};
-    this.ids = {};
-    root.querySelectorAll(".response").forEach((card) => {
-      const id = Number(card.dataset.id);
-      this.letters[id] = card.dataset.letter;
-      this.ids[card.dataset.letter] = id;
-    });
+    this.letters = {}; // the letters on screen; a response is named by its letter
+    root.querySelectorAll(".response").forEach((card) => (this.letters[card.dataset.letter] = card.dataset.letter));
+    this.ids = this.letters;
     this.tiers = [];
     this.history = [];
     this.tieNext = false;
@@ -124,7 +121,7 @@
     const chip = document.createElement("span");
     chip.className = "chip";
     chip.draggable = true;
-    chip.dataset.id = id;
+    chip.dataset.letter = id;
     chip.textContent = this.letters[id];
     return chip;
   };
@@ -160,7 +157,7 @@
     const places = {};
     this.tiers.forEach((tier, index) => tier.forEach((id) => (places[id] = index + 1)));
     this.root.querySelectorAll(".response").forEach((card) => {
-      const place = places[Number(card.dataset.id)];
+      const place = places[card.dataset.letter];
       card.querySelector("[data-place]").textContent = place ? "#" + place : "";
       card.classList.toggle("ranked", Boolean(place));
     });
@@ -172,9 +169,9 @@
 
   Builder.prototype.bindDragAndDrop = function () {
     this.root.addEventListener("dragstart", (event) => {
-      const source = event.target.closest("[data-id]");
+      const source = event.target.closest("[data-letter]");
       if (!source) return;
-      event.dataTransfer.setData("text/plain", source.dataset.id);
+      event.dataTransfer.setData("text/plain", source.dataset.letter);
       event.dataTransfer.effectAllowed = "move";
     });
     this.root.addEventListener("dragover", (event) => {
@@ -195,7 +192,7 @@
       const target = event.target.closest("[data-tier], [data-gap], [data-pool]");
       if (!target) return;
       event.preventDefault();
-      const id = Number(event.dataTransfer.getData("text/plain"));
+      const id = event.dataTransfer.getData("text/plain");
       if (this.letters[id] !== undefined) this.drop(id, target);
     });
   };

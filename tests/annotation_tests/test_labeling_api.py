@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from annotation import labeling
 from annotation.models import PreferencePair, Ranking
 from annotation.roles import LABELER
-from tests.factories import ProjectFactory, make_item, user_with_role
+from tests.factories import ProjectFactory, as_letters, make_item, user_with_role
 
 pytestmark = pytest.mark.django_db
 
@@ -23,19 +23,21 @@ def test_next_item_then_rank_over_the_api(api_client, labeler, project):
     client = as_user(api_client, labeler)
     shown = client.get(reverse("api_next_item", args=[project.slug])).json()
     assert shown["item"] == item.pk
-    assert [r["letter"] for r in shown["responses"]] == ["A", "B", "C", "D"]
-    assert set(shown["responses"][0]) == {"id", "letter", "text"}
+    assert [r["key"] for r in shown["responses"]] == ["A", "B", "C", "D"]
+    assert set(shown["responses"][0]) == {"key", "text"}
     assert shown["messages"] == item.prompt.messages
-    ids = [r["id"] for r in shown["responses"]]
-    response = client.post(reverse("api_rank", args=[item.pk]), {"tiers": [[ids[3]], [ids[2]], ids[:2]], "rationale": "D best"}, format="json")
+    response = client.post(reverse("api_rank", args=[item.pk]), {"tiers": [["D"], ["C"], ["A", "B"]], "rationale": "D best"}, format="json")
     assert response.status_code == 201
-    assert response.json()["pairs"] == 5 and response.json()["tiers"] == [[ids[3]], [ids[2]], ids[:2]]
+    body = response.json()
+    assert body["pairs"] == 5 and body["tiers"] == [["D"], ["C"], ["A", "B"]] and body["ranking"] == "D > C > A = B"
+    id_of = {as_letters(labeler, item, [[i]])[0][0]: i for i in item.candidates.values_list("id", flat=True)}
+    assert Ranking.objects.get().tiers == [[id_of["D"]], [id_of["C"]], [id_of["A"], id_of["B"]]]  # stored as candidate ids
     assert client.get(reverse("api_next_item", args=[project.slug])).status_code == 204
 
 
 @pytest.mark.parametrize(
     ("tiers", "status"),
-    [([[1, 2]], 400), ("D > C", 400), ([], 400), (None, 400)],
+    [([["A", "B"]], 400), ("D > C", 400), ([], 400), (None, 400), ([["a"], ["B", "C", "D"]], 400), ([["A", "B", "C", "E"]], 400)],
 )
 def test_malformed_rankings_are_400s(api_client, labeler, project, tiers, status):
     item = make_item(project)
@@ -51,11 +53,11 @@ def test_ranking_someone_elses_item_is_a_404_and_twice_is_a_409(api_client, labe
     other = user_with_role(LABELER, "other-labeler")
     labeling.assignment_next(labeler=other, project=project)
     client = as_user(api_client, labeler)
-    ids = list(item.candidates.values_list("id", flat=True))
-    assert client.post(reverse("api_rank", args=[item.pk]), {"tiers": [ids]}, format="json").status_code == 404
+    letters = list("ABCD")
+    assert client.post(reverse("api_rank", args=[item.pk]), {"tiers": [letters]}, format="json").status_code == 404
     as_user(api_client, other)
-    assert client.post(reverse("api_rank", args=[item.pk]), {"tiers": [ids]}, format="json").status_code == 201
-    again = client.post(reverse("api_rank", args=[item.pk]), {"tiers": [ids]}, format="json")
+    assert client.post(reverse("api_rank", args=[item.pk]), {"tiers": [letters]}, format="json").status_code == 201
+    again = client.post(reverse("api_rank", args=[item.pk]), {"tiers": [letters]}, format="json")
     assert again.status_code == 409 and "already submitted" in again.json()["detail"]
 
 
@@ -97,8 +99,11 @@ def test_revise_over_the_api(api_client, labeler, project):
     a, b, c, d = sorted(item.candidates.values_list("id", flat=True))
     ranking = labeling.ranking_submit(labeler=labeler, item_id=item.pk, tiers=[[a, b, c, d]])
     client = as_user(api_client, labeler)
-    response = client.patch(reverse("api_ranking", args=[ranking.pk]), {"tiers": [[a], [b, c, d]]}, format="json")
+    response = client.patch(reverse("api_ranking", args=[ranking.pk]), {"tiers": as_letters(labeler, item, [[a], [b, c, d]])}, format="json")
     assert response.status_code == 200 and response.json()["pairs"] == 3
+    assert response.json()["tiers"] == as_letters(labeler, item, [[a], [b, c, d]])
+    refused = client.patch(reverse("api_ranking", args=[ranking.pk]), {"tiers": [[a], [b, c, d]]}, format="json")
+    assert refused.status_code == 400 and "not by response ids" in refused.json()["detail"]
 
 
 def test_progress_and_agreement_for_admins_and_researchers(api_client, users):

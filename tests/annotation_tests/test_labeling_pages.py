@@ -7,7 +7,7 @@ from django.urls import reverse
 
 from annotation import labeling
 from annotation.models import ItemFlag, Ranking, RankingItem
-from tests.factories import make_item
+from tests.factories import as_letters, make_item
 
 pytestmark = pytest.mark.django_db
 
@@ -65,14 +65,14 @@ def test_ranking_through_htmx_swaps_in_the_next_item(client, labeler, project, i
     a, b, c, d = ids_of(item)
     response = client.post(
         reverse("label_rank", args=[project.slug, item.pk]),
-        {"tiers": json.dumps([[d], [c], [a, b]]), "rationale": "clear", "time_spent_ms": "1500"},
+        {"tiers": json.dumps(as_letters(labeler, item, [[d], [c], [a, b]])), "rationale": "clear", "time_spent_ms": "1500"},
         headers={"HX-Request": "true"},
     )
     body = response.content.decode()
     assert response.status_code == 200 and "<html" not in body
     assert "Saved: " in body and f'data-item="{second.pk}"' in body
     ranking = Ranking.objects.get()
-    assert ranking.tiers == [[d], [c], [a, b]] and ranking.pairs.count() == 5
+    assert [sorted(tier) for tier in ranking.tiers] == [[d], [c], [a, b]] and ranking.pairs.count() == 5
 
 
 def test_a_malformed_ranking_is_refused_on_the_page(client, labeler, project, item):
@@ -80,7 +80,7 @@ def test_a_malformed_ranking_is_refused_on_the_page(client, labeler, project, it
     client.get(reverse("label", args=[project.slug]))
     a, b, c, _ = ids_of(item)
     response = client.post(
-        reverse("label_rank", args=[project.slug, item.pk]), {"tiers": json.dumps([[a], [b, c]])}, headers={"HX-Request": "true"}
+        reverse("label_rank", args=[project.slug, item.pk]), {"tiers": json.dumps(as_letters(labeler, item, [[a], [b, c]]))}, headers={"HX-Request": "true"}
     )
     assert response.status_code == 422
     assert "Every shown response must be placed exactly once" in response.content.decode()
@@ -90,7 +90,7 @@ def test_a_malformed_ranking_is_refused_on_the_page(client, labeler, project, it
 
 def test_ranking_an_item_not_leased_to_you_is_refused(client, labeler, project, item):
     client.force_login(labeler)
-    response = client.post(reverse("label_rank", args=[project.slug, item.pk]), {"tiers": json.dumps([ids_of(item)])}, headers={"HX-Request": "true"})
+    response = client.post(reverse("label_rank", args=[project.slug, item.pk]), {"tiers": json.dumps([list("ABCD")])}, headers={"HX-Request": "true"})
     assert response.status_code == 422 and "not assigned to you" in response.content.decode()
 
 
@@ -109,7 +109,7 @@ def test_skip_and_flag_from_the_page(client, labeler, project, item):
 def test_without_htmx_actions_redirect_back_to_the_label_page(client, labeler, project, item):
     client.force_login(labeler)
     client.get(reverse("label", args=[project.slug]))
-    response = client.post(reverse("label_rank", args=[project.slug, item.pk]), {"tiers": json.dumps([ids_of(item)])})
+    response = client.post(reverse("label_rank", args=[project.slug, item.pk]), {"tiers": json.dumps([list("ABCD")])})
     assert response.status_code == 302 and response["Location"] == reverse("label", args=[project.slug])
 
 
@@ -124,10 +124,10 @@ def test_my_rankings_lists_only_mine_and_revision_works(client, users, project):
     page = client.get(reverse("my_rankings", args=[project.slug])).content.decode()
     assert "A = B = C = D" in page and page.count("Revise") == 1
     a, b, c, d = ids_of(mine)
-    response = client.post(reverse("ranking_revise", args=[project.slug, ranking.pk]), {"tiers": json.dumps([[a], [b], [c, d]]), "rationale": "better"})
+    response = client.post(reverse("ranking_revise", args=[project.slug, ranking.pk]), {"tiers": json.dumps(as_letters(labeler, mine, [[a], [b], [c, d]])), "rationale": "better"})
     assert response.status_code == 302
     ranking.refresh_from_db()
-    assert ranking.tiers == [[a], [b], [c, d]] and ranking.pairs.count() == 5
+    assert [sorted(tier) for tier in ranking.tiers] == [[a], [b], [c, d]] and ranking.pairs.count() == 5
 
 
 def test_dashboard_shows_progress_agreement_and_flags(client, users, labeler, admin_user):
@@ -162,11 +162,11 @@ def test_revising_to_the_same_ranking_writes_nothing_and_says_unchanged(client, 
     url = reverse("ranking_revise", args=[project.slug, ranking.pk])
     page = client.get(url).content.decode()
     assert "<kbd>Delete</kbd> clear" in page and "<kbd>Backspace</kbd>" in page  # the label page's keyboard help
-    response = client.post(url, {"tiers": json.dumps([[a], [b], [d, c]]), "rationale": "clear"}, follow=True)
+    response = client.post(url, {"tiers": json.dumps(as_letters(labeler, item, [[a], [b], [d, c]])), "rationale": "clear"}, follow=True)
     assert "Ranking unchanged" in response.content.decode() and "Ranking revised" not in response.content.decode()
     unchanged = Ranking.objects.get(pk=ranking.pk)
     assert unchanged.updated_at == ranking.updated_at and set(unchanged.pairs.values_list("id", flat=True)) == pair_ids
-    response = client.post(url, {"tiers": json.dumps([[a], [b], [d, c]]), "rationale": "clearer"}, follow=True)
+    response = client.post(url, {"tiers": json.dumps(as_letters(labeler, item, [[a], [b], [d, c]])), "rationale": "clearer"}, follow=True)
     assert "Ranking revised" in response.content.decode()
     assert Ranking.objects.get(pk=ranking.pk).rationale == "clearer"
     changed = labeling.ranking_revise(labeler=labeler, ranking_id=ranking.pk, tiers=[[b], [a], [c, d]])

@@ -10,9 +10,18 @@ from tests.factories import ProjectFactory, make_item, user_with_role
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
-def letters_to_ids(page) -> dict[str, int]:
+def letters_to_ids(page, labeler) -> dict[str, int]:
+    """Which candidate each letter on screen is: known to the server (the labeler's display order), never to the page."""
+    from annotation.models import RankingItem
+    from annotation.ranking import display_order, letters_for
+
+    item_id = int(page.locator(".ranker").get_attribute("data-item"))
+    assert page.locator(".ranker [data-id]").count() == 0  # no candidate id on the page
+    candidates = list(RankingItem.objects.get(pk=item_id).candidates.values_list("id", flat=True))
+    letters = letters_for(display_order(candidates, labeler_id=labeler.pk, item_id=item_id))
     cards = page.locator(".ranker .response")
-    return {cards.nth(i).get_attribute("data-letter"): int(cards.nth(i).get_attribute("data-id")) for i in range(cards.count())}
+    assert sorted(cards.nth(i).get_attribute("data-letter") for i in range(cards.count())) == sorted(letters.values())
+    return {letter: candidate for candidate, letter in letters.items()}
 
 
 def test_labeler_ranks_with_keyboard_and_with_drag_and_drop(page, live_server, output_dir):
@@ -23,7 +32,7 @@ def test_labeler_ranks_with_keyboard_and_with_drag_and_drop(page, live_server, o
     page.goto(f"{live_server.url}/projects/e2e/label/")
 
     # Item 1, keyboard only: D > C > A = B.
-    ids = letters_to_ids(page)
+    ids = letters_to_ids(page, labeler)
     assert int(page.locator(".ranker").get_attribute("data-item")) == first.pk
     for key in ["d", "c", "a", "=", "b"]:
         page.keyboard.press(key)
@@ -43,7 +52,7 @@ def test_labeler_ranks_with_keyboard_and_with_drag_and_drop(page, live_server, o
     }
 
     # Item 2, mouse only: B first, A dropped on B's tier (a tie), D in a new tier below, then C below D.
-    ids = letters_to_ids(page)
+    ids = letters_to_ids(page, labeler)
     page.drag_and_drop('.ranker .response[data-letter="B"]', "[data-gap='0']")
     page.drag_and_drop('.ranker .response[data-letter="A"]', "[data-tier='0']")
     page.drag_and_drop('.ranker .response[data-letter="D"]', "[data-gap='1']")
