@@ -4,7 +4,9 @@ import itertools
 
 import pytest
 
-from annotation.ranking import InvalidRanking, derive_pairs, display_order, letters_for, ranking_text, validate_tiers
+from annotation.ranking import (
+    InvalidRanking, derive_pairs, display_order, letter_tiers, letters_for, ranking_text, tiers_from_letters, validate_tiers,
+)
 
 A, B, C, D = 1, 2, 3, 4
 
@@ -95,3 +97,29 @@ def test_display_order_is_stable_per_labeler_and_item_and_differs_between_labele
 def test_ranking_text_uses_letters():
     letters = letters_for([A, B, C, D])
     assert ranking_text([[D], [C], [B, A]], letters) == "D > C > A = B"
+
+
+def test_letters_become_the_ids_of_the_labelers_display_order():
+    order = [30, 10, 40, 20]  # A=30, B=10, C=40, D=20
+    assert tiers_from_letters([["D"], ["C"], ["A", "B"]], order) == [[20], [40], [30, 10]]
+    assert letter_tiers([[20], [40], [10, 30]], order) == [["D"], ["C"], ["A", "B"]]
+
+
+@pytest.mark.parametrize(
+    ("tiers", "message"),
+    [
+        ([[30], [10], [40], [20]], r"Rank by the letters shown \(A, B, C, D\), not by response ids"),
+        ([["A", 10], ["C", "D"]], "not by response ids"),
+        ([["a"], ["B", "C", "D"]], "not shown in this item: a"),
+        ([["A", "B", "C", "E"]], "not shown in this item: E; not placed: D"),
+        ([["A", "A"], ["C", "D"]], "placed more than once: A; not placed: B"),
+        ([["A", None], ["C", "D"]], "Tier 1 holds something other than letters"),
+        ([["X" * 100_000], ["B"], ["C"], ["D"]], "not shown in this item: XXXXXXXXXXXX;"),
+        ([["A"]] * 200_000, "^This item shows 4 responses; the ranking places more.$"),
+        ([list(range(200_000))], "^This item shows 4 responses; the ranking places more.$"),  # before the ids check
+    ],
+)
+def test_labelers_rank_by_letters_only(tiers, message):
+    with pytest.raises(InvalidRanking, match=message) as refused:
+        tiers_from_letters(tiers, [30, 10, 40, 20])
+    assert len(str(refused.value)) < 200
