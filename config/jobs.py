@@ -9,7 +9,9 @@ its queue, its progress counters and what it works on) and a work function that 
 A running row is touched every ``JOB_HEARTBEAT_SECONDS`` from a thread, also through one long library call (vLLM
 generating a whole job, a slow training step). A running row whose heartbeat is older than ``JOB_DEAD_AFTER_SECONDS``
 lost its worker: the reaper (``reap_dead_jobs``, run by Celery beat every ``JOB_REAPER_SECONDS`` and before any job
-starts) marks it failed with its kind's message. Tasks are acknowledged late, so the message of a job whose worker
+starts) marks it failed with its kind's message. Sooner where the death is seen: `manage.py serve` supervises the
+workers and, when one exits, marks the running rows of its processes failed at once (``fail_jobs_of_dead_processes``;
+a row names the prefork child that runs it, so serve passes every pid the worker's process group had). Tasks are acknowledged late, so the message of a job whose worker
 died may be delivered again: a row that is no longer queued is never run twice.
 
 This module imports no app: the kinds are found as the installed models deriving from ``Job``.
@@ -23,7 +25,7 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, ClassVar
 
@@ -169,9 +171,14 @@ def _claim(model: type[Job], pk: int) -> Job | None:
         if job is None or job.status != Job.Status.QUEUED:
             return None
         job.status, job.started_at, job.heartbeat_at = Job.Status.RUNNING, now, now
-        job.worker = f"{socket.gethostname()}:{os.getpid()}"[:200]
+        job.worker = worker_name(os.getpid())
         job.save(update_fields=["status", "started_at", "heartbeat_at", "worker"])
     return job
+
+
+def worker_name(pid: int) -> str:
+    """What ``Job.worker`` records for process ``pid`` of this machine: host:pid."""
+    return f"{socket.gethostname()}:{pid}"[:200]
 
 
 def _end(job: Job, status: str, **fields) -> None:
@@ -248,6 +255,20 @@ def reap_dead_jobs() -> int:
             logger.warning("Marked %d %s(s) failed: no heartbeat for %s.", count, model.kind_label, dead_after())
         reaped += count
     return reaped
+
+
+def fail_jobs_of_dead_processes(pids: Iterable[int]) -> int:
+    """Mark failed, now, the running jobs of every kind whose process (a pid of this machine) is known to be dead,
+    instead of waiting for their heartbeat to go stale; returns how many. Only for pids seen to die: a pid that is
+    alive, or reused, would fail a job that still runs."""
+    workers = [worker_name(pid) for pid in pids]
+    failed = 0
+    for model in job_kinds():
+        rows = model.objects.filter(status=Job.Status.RUNNING, worker__in=workers)
+        for pk, worker in rows.values_list("pk", "worker"):
+            logger.warning("Marking %s %s failed: its worker %s died.", model.kind_label, pk, worker)
+        failed += rows.update(status=Job.Status.FAILED, error=model.dead_worker_message, finished_at=timezone.now())
+    return failed
 
 
 # --- the command line ----------------------------------------------------------------------------------------------

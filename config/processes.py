@@ -1,18 +1,30 @@
 """The processes of one Prefloop machine: the web server, the two Celery workers and Celery beat.
 
-`python manage.py serve` runs them together; a larger deployment runs the same command lines under its own
-supervisor (systemd, Kubernetes), with more web workers and one `gpu` worker per GPU.
+`python manage.py serve` runs them together under ``supervise``; a larger deployment runs the same command lines
+under its own supervisor (systemd, Kubernetes), with more web workers and one `gpu` worker per GPU.
+
+The supervisor, in short: each process runs in its own process group. When one exits while serve is not stopping,
+whatever is left of its group is killed, ``on_exit`` is told the pids its group ever had (so jobs running in them can
+be marked failed at once), and it is started again after a back-off (1 s, doubling, at most 30 s; back to 1 s once
+a start has run for 60 s), each exit and restart logged at WARNING. The others keep running. A process that exits
+``GIVE_UP_AFTER`` times in a row, each time within 60 s of its start, is a configuration problem rather than a
+fault: serve then stops everything and exits with its code. SIGINT / SIGTERM stop every process (SIGTERM, then
+SIGKILL after a grace period).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,10 +67,72 @@ def beat() -> ProcessSpec:
     )
 
 
-def run_together(specs: list[ProcessSpec], on_started: Callable[[], None] = lambda: None) -> int:
-    """Start every process, stop them all when one exits or on Ctrl-C / SIGTERM. Returns the exit code."""
+FIRST_BACKOFF_SECONDS = 1.0
+MAX_BACKOFF_SECONDS = 30.0
+STEADY_AFTER_SECONDS = 60.0  # a start that ran this long resets the back-off and the count of quick exits
+GIVE_UP_AFTER = 5  # quick exits in a row
+POLL_SECONDS = 0.5
+
+
+@dataclass
+class Child:
+    """One supervised process: its current start, the pids its process group has had, and its restart back-off."""
+
+    spec: ProcessSpec
+    process: subprocess.Popen | None = None
+    started_at: float = 0.0
+    restart_at: float | None = None
+    quick_exits: int = 0
+    group_pids: set[int] = field(default_factory=set)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def start(self, env: dict) -> None:
+        # Its own process group: the group outlives a killed leader, so its leftovers can be found and killed.
+        self.process = subprocess.Popen(self.spec.argv, env=env, process_group=0)
+        self.started_at, self.restart_at, self.group_pids = time.monotonic(), None, {self.process.pid}
+        logger.info("started %s (pid %d)", self.name, self.process.pid)
+
+    def note_group(self, groups: dict[int, set[int]]) -> None:
+        if self.process is not None:
+            self.group_pids |= groups.get(self.process.pid, set())
+
+    def exited(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def bury(self) -> set[int]:
+        """After the leader exited: kill what is left of its group and return the group's pids that are gone."""
+        self.note_group(process_groups())
+        _kill_group(self.process.pid)
+        return wait_gone(self.group_pids)
+
+    def count_exit(self) -> None:
+        ran = time.monotonic() - self.started_at
+        self.quick_exits = self.quick_exits + 1 if ran < STEADY_AFTER_SECONDS else 0
+
+    @property
+    def crash_looping(self) -> bool:
+        return self.quick_exits >= GIVE_UP_AFTER
+
+    def schedule_restart(self, code: int) -> None:
+        delay = min(FIRST_BACKOFF_SECONDS * 2 ** max(0, self.quick_exits - 1), MAX_BACKOFF_SECONDS)
+        self.restart_at = time.monotonic() + delay
+        logger.warning("%s (pid %d) exited after %.0f s; restarting %s in %.0fs (exit %s)",
+                       self.name, self.process.pid, time.monotonic() - self.started_at, self.name, delay, describe_exit(code))
+        self.process = None
+
+
+def supervise(
+    specs: list[ProcessSpec],
+    on_started: Callable[[], None] = lambda: None,
+    on_exit: Callable[[str, set[int]], None] = lambda name, pids: None,
+) -> int:
+    """Run every process, restarting one that exits, until SIGINT / SIGTERM (returns 0) or until one crash-loops
+    (returns its exit code). ``on_exit(name, pids)`` is called with the pids of an exited process's group, all dead."""
     env = {**os.environ, "VLLM_ENABLE_V1_MULTIPROCESSING": "0", "PYTHONUNBUFFERED": "1"}
-    running = {spec.name: subprocess.Popen(spec.argv, env=env) for spec in specs}
+    children = [Child(spec) for spec in specs]
     stopping = False
 
     def stop(*_):
@@ -67,18 +141,86 @@ def run_together(specs: list[ProcessSpec], on_started: Callable[[], None] = lamb
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for child in children:
+        child.start(env)
     on_started()
     exit_code = 0
     while not stopping:
-        exited = [(name, proc.returncode) for name, proc in running.items() if proc.poll() is not None]
-        if exited:
-            name, code = exited[0]
-            print(f"{name} exited with code {code}; stopping the others.", file=sys.stderr)
-            exit_code = code or 1
-            break
-        time.sleep(0.5)
-    _terminate(running.values())
+        groups = process_groups()
+        for child in children:
+            if child.process is None:
+                if time.monotonic() >= child.restart_at:
+                    child.start(env)
+                continue
+            child.note_group(groups)
+            code = child.exited()
+            if code is None:
+                continue
+            child.count_exit()
+            if child.crash_looping:
+                logger.error("%s exited (exit %s) %d times in a row, each within %.0f s of its start; stopping Prefloop.",
+                             child.name, describe_exit(code), GIVE_UP_AFTER, STEADY_AFTER_SECONDS)
+                exit_code, stopping = code or 1, True
+            dead = child.bury()
+            try:
+                on_exit(child.name, dead)
+            except Exception:  # noqa: BLE001 - the supervisor must outlive a failing hook (a database that is down)
+                logger.exception("after %s exited", child.name)
+            if not stopping:
+                child.schedule_restart(code)
+        if not stopping:
+            time.sleep(POLL_SECONDS)
+    _terminate([child.process for child in children if child.process is not None])
     return exit_code
+
+
+def describe_exit(code: int) -> str:
+    """-9 -> '-9, SIGKILL'; 1 -> '1'."""
+    if code < 0:
+        try:
+            return f"{code}, {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return str(code)
+
+
+def process_groups() -> dict[int, set[int]]:
+    """Process group id -> pids, read from /proc (empty where there is none: then only the leader is known)."""
+    groups: dict[int, set[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state_and_more = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it exited while we read
+        groups.setdefault(int(state_and_more[2]), set()).add(int(stat.parent.name))
+    return groups
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")  # a zombie has stopped running; its parent has not collected it yet
+
+
+def wait_gone(pids: set[int], timeout: float = 5.0) -> set[int]:
+    """The pids among ``pids`` that are gone (or zombies) within ``timeout``; a pid still alive then is left out."""
+    if not Path("/proc/self/stat").exists():
+        return set()  # no way to tell here
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {pid for pid in pids if not _alive(pid)}
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # nothing is left of it
 
 
 def _terminate(processes, grace_seconds: float = 15.0) -> None:
@@ -91,3 +233,5 @@ def _terminate(processes, grace_seconds: float = 15.0) -> None:
             proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        _kill_group(proc.pid)  # what its children left behind

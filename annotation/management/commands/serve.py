@@ -1,11 +1,12 @@
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.db import connection
 
-from config import processes
+from config import jobs, processes
 
 
 class Command(BaseCommand):
-    help = "Run the web server (gunicorn), the Celery workers (queues default and gpu) and Celery beat (the dead-job reaper) until Ctrl-C."
+    help = "Run the web server (gunicorn), the Celery workers (queues default and gpu) and Celery beat (the dead-job reaper) until Ctrl-C, restarting any that exits."
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
@@ -22,5 +23,17 @@ class Command(BaseCommand):
             processes.beat(),
         ]
         url = f"http://{options['host']}:{options['port']}/"
-        code = processes.run_together(specs, on_started=lambda: self.stdout.write(self.style.SUCCESS(f"Prefloop is running at {url} (Ctrl-C stops it).")))
+        code = processes.supervise(
+            specs,
+            on_started=lambda: self.stdout.write(self.style.SUCCESS(f"Prefloop is running at {url} (Ctrl-C stops it).")),
+            on_exit=fail_jobs_of,
+        )
         raise SystemExit(code)
+
+
+def fail_jobs_of(name: str, dead_pids: set[int]) -> None:
+    """A supervised process exited: the jobs that ran in its processes are failed now, not after the reaper's wait."""
+    try:
+        jobs.fail_jobs_of_dead_processes(dead_pids)
+    finally:
+        connection.close()  # serve holds no connection between exits
