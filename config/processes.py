@@ -119,7 +119,7 @@ class Child:
     def schedule_restart(self, code: int) -> None:
         delay = min(FIRST_BACKOFF_SECONDS * 2 ** max(0, self.quick_exits - 1), MAX_BACKOFF_SECONDS)
         self.restart_at = time.monotonic() + delay
-        logger.warning("%s (pid %d) exited after %.0f s; restarting %s in %.0fs (exit %s)",
+        logger.warning("%s (pid %d) exited after %.0f s; restarting %s in %gs (exit %s)",
                        self.name, self.process.pid, time.monotonic() - self.started_at, self.name, delay, describe_exit(code))
         self.process = None
 

@@ -23,7 +23,7 @@ from tests import worker
 from tests.worker import Output, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.slow
 
 
 @contextmanager
@@ -75,6 +75,7 @@ def answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.django_db(transaction=True)
 def test_serve_restarts_a_killed_process_and_fails_its_job_at_once(tmp_path, tiny_model):
     port = free_port()
     env = {**os.environ, "DATABASE_URL": worker.test_database_url(), "DJANGO_SETTINGS_MODULE": "tests.settings",
@@ -125,3 +126,27 @@ def test_serve_restarts_a_killed_process_and_fails_its_job_at_once(tmp_path, tin
     assert proc.returncode == 0, output.text
     assert not serve_children(proc.pid)
     assert len(re.findall(r"restarting", output.text)) == 2, output.text
+
+
+def test_a_process_that_keeps_exiting_at_once_stops_serve_with_its_code(monkeypatch, caplog):
+    """Back-off doubles from the first delay; the 5th quick exit in a row gives up and stops the others."""
+    from config import processes
+
+    monkeypatch.setattr(processes, "FIRST_BACKOFF_SECONDS", 0.05)
+    crasher = processes.ProcessSpec("crasher", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    sleeper = processes.ProcessSpec("sleeper", [sys.executable, "-c", "import time; time.sleep(600)"])
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    exits = []
+    try:
+        with caplog.at_level("INFO", logger="config.processes"):
+            code = processes.supervise([crasher, sleeper], on_exit=lambda name, pids: exits.append((name, pids)))
+    finally:
+        signal.signal(signal.SIGTERM, handlers[0])
+        signal.signal(signal.SIGINT, handlers[1])
+    assert code == 3
+    delays = re.findall(r"restarting crasher in ([\d.]+)s \(exit 3\)", caplog.text)
+    assert delays == ["0.05", "0.1", "0.2", "0.4"], caplog.text
+    assert "crasher exited (exit 3) 5 times in a row" in caplog.text
+    assert [name for name, _ in exits] == ["crasher"] * 5 and all(len(pids) == 1 for _, pids in exits)
+    sleeper_pid = int(re.search(r"started sleeper \(pid (\d+)\)", caplog.text).group(1))
+    assert not Path(f"/proc/{sleeper_pid}").exists()
