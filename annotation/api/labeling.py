@@ -1,7 +1,9 @@
 """The labeling loop through the API: next item, rank, skip, flag, my rankings; progress and agreement for admins."""
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_field, extend_schema_view,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -15,10 +17,15 @@ from annotation.roles import CanExplore, EXPLORE, IsAdmin, IsLabeler
 from config.api import MAX_ID, error_responses, int64
 
 
+@extend_schema_field({"type": "array", "items": {"type": "array", "items": {"type": "integer"}}})
+class _IdTiersField(TiersField):
+    """Stored tiers: candidate ids, best tier first."""
+
+
 class RankingSerializer(serializers.ModelSerializer):
     """A ranking as researchers and admins read it: tiers of candidate ids."""
 
-    tiers = TiersField(read_only=True)
+    tiers = _IdTiersField(read_only=True)
     pairs = serializers.SerializerMethodField()
 
     class Meta:
