@@ -10,7 +10,9 @@ from django.utils import timezone
 
 from annotation.models import Export
 from config.job_queue import queue_place
-from config.jobs import Job, JobCancelled, job_cancel, job_kinds, reap_dead_jobs, run_job, stop_if_cancelled
+from config.jobs import (
+    Job, JobCancelled, fail_jobs_of_dead_processes, job_cancel, job_kinds, reap_dead_jobs, run_job, stop_if_cancelled, worker_name,
+)
 from generation.models import GenerationJob, GenerationJobModel, ModelVersion
 from tests.factories import ProjectFactory
 from training.models import ScoringJob, TrainingRun
@@ -114,6 +116,25 @@ def test_the_reaper_fails_silent_jobs_of_every_kind_with_their_own_message(proje
         assert job.status == "failed" and job.error == type(job).dead_worker_message and job.finished_at
     alive.refresh_from_db()
     assert alive.status == "running"
+
+
+def test_jobs_of_processes_seen_to_die_fail_at_once_and_no_others(project, policy, reward):
+    """What `manage.py serve` does when a worker it supervises exits: fresh heartbeats do not matter, the pid does."""
+    now = timezone.now()
+    dead = [
+        generation_job(project, policy, status="running", heartbeat_at=now, worker=worker_name(4001)),
+        ScoringJob.objects.create(project=project, reward_version=reward, status="running", heartbeat_at=now, worker=worker_name(4002)),
+    ]
+    other_pid = training_run(project, policy, status="running", heartbeat_at=now, worker=worker_name(4003))
+    other_host = training_run(project, policy, status="running", heartbeat_at=now, worker="elsewhere:4001")
+    done = generation_job(project, policy, status="succeeded", worker=worker_name(4001))
+    assert fail_jobs_of_dead_processes({4001, 4002}) == 2
+    for job in dead:
+        job.refresh_from_db()
+        assert job.status == "failed" and job.error == type(job).dead_worker_message and job.finished_at
+    for job, status in ((other_pid, "running"), (other_host, "running"), (done, "succeeded")):
+        job.refresh_from_db()
+        assert job.status == status
 
 
 def test_a_message_delivered_again_never_runs_a_job_twice(project, policy):
