@@ -4,7 +4,7 @@ annotation.roles)."""
 import logging
 import re
 
-from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.exceptions import SuspiciousOperation, ValidationError as DjangoValidationError
 from django.db import DataError
 from django.http import Http404
 from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiViewExtension
@@ -74,6 +74,10 @@ def exception_handler(exc, context):
     values the database refuses (DataError) and input nested too deeply (RecursionError) 400s too."""
     if isinstance(exc, Refusal):
         return Response({"detail": str(exc)}, status=exc.status_code)
+    if isinstance(exc, SuspiciousOperation):
+        # E.g. a form body with more fields than DATA_UPLOAD_MAX_NUMBER_FIELDS: Django's own 400 is an HTML page.
+        logger.warning("%s: %s", context["request"].path, exc)
+        return Response({"detail": str(exc) or "Bad request."}, status=400)
     if isinstance(exc, RecursionError):
         # A view with its own parser classes (DRF's token view) parses JSON with DRF's parser: nesting thousands
         # deep ends in Python's recursion limit. Only input does that, so it is the client's 400.
