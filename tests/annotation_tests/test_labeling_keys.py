@@ -62,19 +62,18 @@ def test_labeler_keys_say_nothing_about_generation_order_over_the_api_and_the_pa
     client.force_login(labeler)
     first_model_keys_lowest = 0
     for n in range(ITEMS):
-        if n % 2:  # every other item through the page, the rest through the API
-            response = client.get(reverse("label", args=[project.slug]))
-            text = response.content.decode()
+        # Every other item through the page, the rest through the API.
+        response = client.get(reverse("label", args=[project.slug])) if n % 2 else api_client.get(reverse("api_next_item", args=[project.slug]))
+        text = response.content.decode()
+        assert response.status_code == 200
+        assert not _ids_in(text, candidate_ids), f"a candidate id reached the labeler: {_ids_in(text, candidate_ids)}"
+        if n % 2:
             item_id = int(re.search(r'data-item="(\d+)"', text).group(1))
             keys = re.findall(r'class="response"[^>]*data-letter="([A-Z])"', text)
         else:
-            response = api_client.get(reverse("api_next_item", args=[project.slug]))
-            text = response.content.decode()
             item_id = response.json()["item"]
             keys = [shown["key"] for shown in response.json()["responses"]]
             assert all(set(shown) == {"key", "text"} for shown in response.json()["responses"])
-        assert response.status_code == 200
-        assert not _ids_in(text, candidate_ids), "a candidate id reached the labeler"
         assert sorted(keys) == list("ABCD")
         # The labeler ranks by keys alone; the stored ranking (in ids) tells which key was which model.
         submitted = [[key] for key in keys]
