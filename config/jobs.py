@@ -11,8 +11,9 @@ generating a whole job, a slow training step). A running row whose heartbeat is 
 lost its worker: the reaper (``reap_dead_jobs``, run by Celery beat every ``JOB_REAPER_SECONDS`` and before any job
 starts) marks it failed with its kind's message. Sooner where the death is seen: `manage.py serve` supervises the
 workers and, when one exits, marks the running rows of its processes failed at once (``fail_jobs_of_dead_processes``;
-a row names the prefork child that runs it, so serve passes every pid the worker's process group had). Tasks are acknowledged late, so the message of a job whose worker
-died may be delivered again: a row that is no longer queued is never run twice.
+a row names the prefork child that runs it, so serve passes every pid the worker's process group had). Tasks are
+acknowledged late, so the message of a job whose worker died may be delivered again: a row that is no longer queued
+is never run twice.
 
 This module imports no app: the kinds are found as the installed models deriving from ``Job``.
 """
