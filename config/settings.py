@@ -2,6 +2,7 @@
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -13,8 +14,20 @@ def env_bool(name: str, default: bool = False) -> bool:
     return os.environ.get(name, str(default)).strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _owner_only(data_dir: Path) -> None:
+    """The data directory holds the database (password hashes, API tokens), the secret key and the exports: whatever
+    the shell's umask, everything Prefloop writes is for its own user (files 0600, directories 0700). A directory made
+    by an earlier version is tightened too, with the SQLite files in it."""
+    os.umask(0o077)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if data_dir.stat().st_uid == os.getuid():
+        data_dir.chmod(0o700)
+        for database in data_dir.glob("db.sqlite3*"):
+            database.chmod(0o600)
+
+
 DATA_DIR = Path(os.environ.get("PREFLOOP_DATA_DIR", BASE_DIR / "var")).resolve()
-DATA_DIR.mkdir(parents=True, exist_ok=True)
+_owner_only(DATA_DIR)
 MODELS_DIR = DATA_DIR / "models"
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 EXPORTS_DIR = DATA_DIR / "exports"
@@ -56,6 +69,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "axes",
     "annotation",
     "generation",
     "training",
@@ -63,6 +77,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "config.security.ContentSecurityPolicy",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -72,6 +87,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -117,7 +133,15 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
-AUTHENTICATION_BACKENDS = ["annotation.roles.PermissionBackend"]
+# django-axes first: it refuses a username + address locked out after too many failed logins (page and API token).
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "annotation.roles.PermissionBackend"]
+AXES_FAILURE_LIMIT = int(os.environ.get("PREFLOOP_LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("PREFLOOP_LOGIN_COOLOFF_MINUTES", "15")))
+# Locking a username everywhere would let anyone lock a colleague out; locking an address would lock a whole office.
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -150,6 +174,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024
 
 SESSION_COOKIE_SECURE = env_bool("PREFLOOP_SECURE_COOKIES")
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# Served over HTTPS (all off by default: a first run is plain HTTP on localhost). Behind a proxy that terminates TLS,
+# PREFLOOP_HTTPS_PROXY=1 trusts its X-Forwarded-Proto header; only set it when the proxy overwrites that header.
+SECURE_SSL_REDIRECT = env_bool("PREFLOOP_SSL_REDIRECT")
+SECURE_HSTS_SECONDS = int(os.environ.get("PREFLOOP_HSTS_SECONDS", "0"))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("PREFLOOP_HSTS_INCLUDE_SUBDOMAINS")
+SECURE_HSTS_PRELOAD = env_bool("PREFLOOP_HSTS_PRELOAD")
+if env_bool("PREFLOOP_HTTPS_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Pages load scripts and styles from the app only: no inline script, no eval (config/security.py).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
+)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -1,12 +1,12 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from annotation import export_views, job_views, labeling_views
 from annotation import views as annotation_views
 from annotation.api import data as data_api
+from annotation.api.auth import ObtainToken
 from annotation.api import exports as exports_api
 from annotation.api import jobs as jobs_api
 from annotation.api import labeling as labeling_api
@@ -18,8 +18,8 @@ from training.api import views as training_api
 
 api = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api_schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api_schema"), name="api_docs"),
-    path("api/auth/token/", obtain_auth_token, name="api_token"),
+    path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="api_schema"), name="api_docs"),
+    path("api/auth/token/", ObtainToken.as_view(), name="api_token"),
     path("api/projects/", annotation_api.ProjectList.as_view(), name="api_projects"),
     path("api/projects/<slug:slug>/", annotation_api.ProjectDetail.as_view(), name="api_project"),
     path("api/projects/<slug:slug>/prompts/", annotation_api.PromptList.as_view(), name="api_prompts"),

@@ -44,10 +44,12 @@ def page(browser, output_dir):
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    # Every page must pass the Content-Security-Policy (config/security.py): Chromium reports what it refused here.
+    page.on("console", lambda message: "Content Security Policy" in message.text and errors.append(message.text))
     yield page
     page.screenshot(path=str(output_dir / "last.png"), full_page=True)
     context.close()
-    assert not errors, f"JavaScript errors: {errors}"
+    assert not errors, f"JavaScript errors or refused by the Content-Security-Policy: {errors}"
 
 
 def log_in(page, base_url: str, username: str, password: str) -> None:
