@@ -232,7 +232,7 @@ def test_revising_a_ranking_by_keyboard(page, live_server, output_dir):
     page.goto(revise_url)
     page.keyboard.press("c")  # already placed: ignored, with a hint
     assert page.inner_text("[data-ranking-text]") == "A > B > C = D"
-    assert "already placed" in page.inner_text("[data-hint]")
+    page.wait_for_function("() => document.querySelector('[data-hint]').textContent.includes('already placed')")
     page.keyboard.press("Backspace")  # takes back the saved letters one by one, worst first
     page.keyboard.press("Backspace")
     assert page.inner_text("[data-ranking-text]") == "A > B"
