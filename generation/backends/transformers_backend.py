@@ -130,6 +130,9 @@ class _ProgressWatch:
         running = int(self.running.sum())
         self.steps += 1
         self.tokens += running  # a row's end-of-text token is not counted (nor is it in Generation.num_tokens)
+        if self.steps >= self.max_new_tokens:  # the rows still running have reached the length limit: they end here
+            self.running[:] = False
+            running = 0
         finished = self.sequences - running
         fraction = (finished + running * min(1.0, self.steps / self.max_new_tokens)) / self.sequences
         self.on_progress(BatchProgress(sequences=self.sequences, finished=finished, tokens=self.tokens, fraction=fraction))

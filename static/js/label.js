@@ -276,9 +276,11 @@
 
   function init(scope) {
     const root = (scope.matches && scope.matches(".ranker") ? scope : null) || scope.querySelector(".ranker");
-    if (root) current = new Builder(root);
+    if (root && !(current && current.root === root)) current = new Builder(root);
   }
 
+  // At once for the page (a deferred script runs once the document is parsed): htmx announces the page's first load
+  // from a timer after DOMContentLoaded, and keys pressed before it would be lost. Then for every item htmx swaps in.
+  init(document);
   if (window.htmx) htmx.onLoad(init);
-  else document.addEventListener("DOMContentLoaded", () => init(document));
 })();
