@@ -11,7 +11,6 @@
     this.form = root.querySelector(".rank-form");
     this.letters = {}; // the letters on screen; a response is named by its letter
     root.querySelectorAll(".response").forEach((card) => (this.letters[card.dataset.letter] = card.dataset.letter));
-    this.ids = this.letters;
     this.tiers = [];
     this.history = [];
     this.tieNext = false;
@@ -67,7 +66,7 @@
   };
 
   Builder.prototype.pressLetter = function (letter) {
-    const id = this.ids[letter];
+    const id = this.letters[letter];
     if (id === undefined) return;
     if (this.placed().has(id)) {
       this.hint = letter + " is already placed: Backspace takes back the last letter, Delete clears the ranking.";
@@ -151,8 +150,9 @@
       list.append(item, this.gap(index + 1));
     });
     const label = pool.querySelector(".meta");
-    const unranked = Object.keys(this.ids).sort().map((letter) => this.ids[letter]).filter((id) => !this.placed().has(id));
-    pool.replaceChildren(label, ...unranked.map((id) => this.chip(id)));
+    const placed = this.placed();
+    const unranked = Object.keys(this.letters).sort().filter((letter) => !placed.has(letter));
+    pool.replaceChildren(label, ...unranked.map((letter) => this.chip(letter)));
     this.root.querySelector("[data-ranking-text]").textContent = this.text() + (this.tieNext ? " =" : "");
     const places = {};
     this.tiers.forEach((tier, index) => tier.forEach((id) => (places[id] = index + 1)));
@@ -260,9 +260,9 @@
     } else if (key === "=") {
       if (current.tiers.length && !current.complete()) current.tieNext = true;
       current.render();
-    } else if (key === "S" && !(key in current.ids)) current.reveal(".skip-form");
-    else if (key === "F" && (event.shiftKey || !(key in current.ids))) current.reveal(".flag-form");
-    else if (key in current.ids) current.pressLetter(key);
+    } else if (key === "S" && !(key in current.letters)) current.reveal(".skip-form");
+    else if (key === "F" && (event.shiftKey || !(key in current.letters))) current.reveal(".flag-form");
+    else if (key in current.letters) current.pressLetter(key);
     else return;
     event.preventDefault();
   });
