@@ -30,6 +30,8 @@ from typing import IO, Any
 
 import ijson
 
+from config.limits import size_text
+
 ROLES = ("system", "user", "assistant")
 SPLIT_ALIASES = {"train": "train", "heldout": "heldout", "held-out": "heldout", "test": "heldout", "eval": "heldout", "validation": "heldout"}
 KNOWN_FIELDS = {"prompt", "messages", "chosen", "rejected", "id", "external_id", "split", "metadata"}
@@ -141,13 +143,9 @@ class _Capped(io.RawIOBase):
         data = self._stream.read(min(len(buffer), self._limit - self._total + 1))
         self._total += len(data)
         if self._total > self._limit:
-            raise _TooLarge(f"the file decompresses to more than {_size(self._limit)}")
+            raise _TooLarge(f"the file decompresses to more than {size_text(self._limit)}")
         buffer[: len(data)] = data
         return len(data)
-
-
-def _size(limit: int) -> str:
-    return f"{limit / 1024**2:g} MB" if limit >= 1024**2 else f"{limit:,} bytes"
 
 
 class _Readable(io.RawIOBase):
@@ -190,7 +188,7 @@ def _bounded_lines(text: io.TextIOWrapper, limit: int, position: _Position) -> I
         if not line:
             return
         if len(line) > limit and not (len(line) == limit + 1 and line.endswith(("\n", "\r"))):
-            raise _TooLarge(f"the line is longer than {_size(limit)}")
+            raise _TooLarge(f"the line is longer than {size_text(limit)}")
         yield line
 
 
@@ -259,7 +257,7 @@ class _Counted:
         data = self._stream.read(size)
         self._since_row += len(data)
         if self._since_row > self._row_limit + self.chunk:  # one chunk of slack: the chunk can hold the row's end
-            raise _TooLarge(f"the row is longer than {_size(self._row_limit)}")
+            raise _TooLarge(f"the row is longer than {size_text(self._row_limit)}")
         return data
 
 

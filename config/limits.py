@@ -25,7 +25,7 @@ class RequestBodyLimit:
         limit = settings.PREFLOOP_MAX_UPLOAD_BYTES if _takes_uploads(view_func) else settings.PREFLOOP_MAX_BODY_BYTES
         if _content_length(request) <= limit:
             return None
-        message = f"The request body is larger than this endpoint accepts ({_size(limit)})."
+        message = f"The request body is larger than this endpoint accepts ({size_text(limit)})."
         if request.path.startswith("/api/"):
             return JsonResponse({"detail": message}, status=413)
         return HttpResponse(message, status=413, content_type="text/plain; charset=utf-8")
@@ -43,5 +43,6 @@ def _content_length(request) -> int:
         return 0
 
 
-def _size(limit: int) -> str:
-    return f"{limit / 1024**2:g} MB" if limit >= 1024**2 else f"{limit / 1024:g} KB"
+def size_text(limit: int) -> str:
+    """A byte limit as a person reads it in an error: "1 MB", "4096 MB", or "512 bytes" below a megabyte."""
+    return f"{limit / 1024**2:g} MB" if limit >= 1024**2 else f"{limit:,} bytes"
