@@ -75,15 +75,21 @@ def require_score_head(adapter_path: str) -> None:
             raise ValueError(f"The adapter at {adapter_path} has no score head: it is not a reward model adapter.")
 
 
+class _DropLoadReport(logging.Filter):
+    def filter(self, record):
+        return "LOAD REPORT" not in record.getMessage()
+
+
 @contextmanager
 def _no_missing_head_report():
     """The base checkpoint has no score head, so transformers reports `score.weight MISSING … newly initialized` at
     WARNING; the head is replaced by the adapter's trained one right after (see require_score_head), so the report
-    would only mislead whoever reads the worker log."""
+    would only mislead whoever reads the worker log. A filter, not a level: raising the logger's level makes
+    transformers run its tensor-parallel plan check, which warns "layers were not sharded" on every load."""
     loading = logging.getLogger("transformers.modeling_utils")
-    level = loading.level
-    loading.setLevel(logging.ERROR)
+    report_filter = _DropLoadReport()
+    loading.addFilter(report_filter)
     try:
         yield
     finally:
-        loading.setLevel(level)
+        loading.removeFilter(report_filter)
