@@ -14,7 +14,7 @@ from django.db import transaction
 from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings
 from annotation.models import Export, Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
-from config.jobs import job_update, run_job
+from config.jobs import job_dispatch_on_commit, job_update, run_job
 
 SYNC_ROWS = 20_000  # at most this many rows: written during the request (a few seconds at most)
 
@@ -34,9 +34,7 @@ def export_create(
         )
         export.projects.set(projects)
         if total > SYNC_ROWS:
-            from annotation.tasks import run_export
-
-            transaction.on_commit(lambda: run_export.delay(export.pk))
+            job_dispatch_on_commit(export)
     if total <= SYNC_ROWS:
         export = export_run(export.pk)
     return export

@@ -27,6 +27,8 @@ from generation.models import Candidate
 _UNSET = object()  # a ranking argument left out (None is a malformed ranking)
 LEASE_ATTEMPTS = 20  # each attempt rules out one item whose last slot was taken meanwhile
 MAX_RATIONALE = 5000
+MAX_SKIP_REASON = 500
+MAX_FLAG_NOTE = 2000
 _SURROGATE = re.compile(r"[\ud800-\udfff]")  # decoded from a lone "\\ud800": no database stores it
 MAX_TIME_SPENT_MS = 24 * 3600 * 1000
 
@@ -259,12 +261,17 @@ def _time_spent(reported_ms: int | None, elapsed_ms: int) -> int:
 
 
 def _checked_rationale(rationale: str) -> str:
-    rationale = (rationale or "").strip()
-    if len(rationale) > MAX_RATIONALE:
-        raise InvalidInput(f"The rationale is longer than {MAX_RATIONALE} characters.")
-    if not rationale.isascii() and (match := _SURROGATE.search(rationale)):
-        raise InvalidInput(f"The rationale contains an unpaired surrogate (\\u{ord(match.group()):04x}), which is not valid text.")
-    return rationale
+    return _checked_text(rationale, "The rationale", MAX_RATIONALE)
+
+
+def _checked_text(text: str, what: str, limit: int) -> str:
+    """A labeler's free text, stripped: refused (not cut) when longer than ``limit`` or not storable."""
+    text = (text or "").strip()
+    if len(text) > limit:
+        raise InvalidInput(f"{what} is longer than {limit} characters.")
+    if not text.isascii() and (match := _SURROGATE.search(text)):
+        raise InvalidInput(f"{what} contains an unpaired surrogate (\\u{ord(match.group()):04x}), which is not valid text.")
+    return text
 
 
 def _create_pairs(ranking: Ranking, tiers: list[list[int]], item: RankingItem) -> None:
@@ -316,13 +323,13 @@ def _same_tiers(first: list[list[int]], second: list[list[int]]) -> bool:
 
 def assignment_skip(*, labeler: AbstractUser, item_id: int, reason: str) -> Assignment:
     """Pass on an item, with a reason; it stays in the queue for others and never comes back to this labeler."""
-    reason = (reason or "").strip()
+    reason = _checked_text(reason, "The skip reason", MAX_SKIP_REASON)
     if not reason:
         raise InvalidInput("Say why you skip this item.")
     with transaction.atomic():
         assignment = _own_lease(labeler, item_id)
         assignment.status = Assignment.Status.SKIPPED
-        assignment.skip_reason = reason[:500]
+        assignment.skip_reason = reason
         assignment.save(update_fields=["status", "skip_reason"])
     return assignment
 
@@ -331,9 +338,10 @@ def item_flag(*, labeler: AbstractUser, item_id: int, reason: str, note: str = "
     """Report an item that cannot be ranked as it is; it leaves the queue until an admin reviews it."""
     if reason not in ItemFlag.Reason.values:
         raise InvalidInput(f"Choose a flag reason: {', '.join(ItemFlag.Reason.values)}.")
+    note = _checked_text(note, "The note", MAX_FLAG_NOTE)
     with transaction.atomic():
         assignment = _own_lease(labeler, item_id)
-        flag = ItemFlag.objects.create(item_id=item_id, labeler=labeler, reason=reason, note=(note or "").strip())
+        flag = ItemFlag.objects.create(item_id=item_id, labeler=labeler, reason=reason, note=note)
         Assignment.objects.filter(pk=assignment.pk).update(status=Assignment.Status.FLAGGED)
         RankingItem.objects.filter(pk=item_id).update(status=RankingItem.Status.FLAGGED)
     return flag

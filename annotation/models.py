@@ -240,6 +240,7 @@ class Export(Job):
     sha256 = models.CharField(max_length=64, blank=True, help_text="Of the data (the card not included).")
 
     job_kind, kind_label, queue = "export", "export", "default"
+    task_name = "annotation.tasks.run_export"
     progress_fields, progress_unit = ("rows_done", "rows_total"), "rows"
     project_lookup = "projects"
     dead_worker_message = "The worker writing this export stopped (killed or crashed); request it again."

@@ -18,7 +18,10 @@ app.autodiscover_tasks()
 
 @app.task(name="config.celery.reap_dead_jobs", ignore_result=True)
 def reap_dead_jobs() -> int:
-    """Run by Celery beat (see CELERY_BEAT_SCHEDULE): jobs whose worker died are marked failed."""
+    """Run by Celery beat (see CELERY_BEAT_SCHEDULE): jobs whose worker died are marked failed, and jobs launched
+    while the broker was unreachable are sent now that it answers."""
     from config.jobs import reap_dead_jobs as reap
+    from config.jobs import redispatch_undelivered_jobs
 
+    redispatch_undelivered_jobs()
     return reap()

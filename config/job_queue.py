@@ -6,9 +6,10 @@ import statistics
 from dataclasses import dataclass
 from datetime import datetime
 
+from django.conf import settings
 from django.utils import timezone
 
-from config.jobs import Job, job_kinds
+from config.jobs import Job, job_kinds, waits_for_broker
 
 TYPICAL_OF_LAST = 10  # a kind's typical run time: the median of its last this many succeeded jobs
 # No ETA before there is enough to go on: this share of the work done, and this much working time.
@@ -72,10 +73,14 @@ class QueuePlace:
     ahead: list[Job]  # what it waits for: the running jobs of its queue, then the queued ones before it
     wait_seconds: float | None  # an estimate; None when a job ahead has no estimate
     queue: str
+    waiting_for_broker: bool = False  # launched while the broker was unreachable: not yet handed to the workers
 
     @property
     def sentence(self) -> str:
         """"2nd in line, behind training run 14, about 12 min left"."""
+        if self.waiting_for_broker:
+            return (f"not yet handed to the {self.queue} queue: the broker could not be reached when it was launched; "
+                    f"it is sent automatically as soon as the broker answers (tried every {_duration(settings.JOB_REAPER_SECONDS)})")
         text = f"{_ordinal(self.position)} in line on the {self.queue} queue"
         if self.ahead:
             text += f", behind {self.ahead[-1]}"
@@ -96,6 +101,7 @@ class QueuePlace:
             "queue": self.queue,
             "waiting_for": [{"kind": job.job_kind, "id": job.pk, "status": job.status} for job in self.ahead],
             "wait_seconds": None if self.wait_seconds is None else round(self.wait_seconds),
+            "waiting_for_broker": self.waiting_for_broker,
             "text": self.sentence,
         }
 
@@ -116,7 +122,10 @@ class JobQueues:
         running = [other for other in same_queue if other.status == Job.Status.RUNNING]
         queued = [other for other in same_queue if other.status == Job.Status.QUEUED and _order_key(other) < _order_key(job)]
         ahead = running + queued
-        return QueuePlace(position=len(queued) + 1, ahead=ahead, wait_seconds=self._wait(ahead), queue=job.queue)
+        return QueuePlace(
+            position=len(queued) + 1, ahead=ahead, wait_seconds=self._wait(ahead), queue=job.queue,
+            waiting_for_broker=waits_for_broker(job),
+        )
 
     def _active_jobs(self) -> list[Job]:
         """Every queued or running job of every kind, oldest first."""

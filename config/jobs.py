@@ -15,6 +15,10 @@ a row names the prefork child that runs it, so serve passes every pid the worker
 acknowledged late, so the message of a job whose worker died may be delivered again: a row that is no longer queued
 is never run twice.
 
+A job is sent to the broker after its row commits (``job_dispatch_on_commit``). When the broker cannot be reached the
+launch still succeeds: the row stays queued with no ``dispatched_at``, and the reaper sends it again
+(``redispatch_undelivered_jobs``) until the broker takes it. A duplicate message is harmless, for the same reason.
+
 This module imports no app: the kinds are found as the installed models deriving from ``Job``.
 """
 
@@ -60,10 +64,13 @@ class Job(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True, help_text="When its message reached the broker.")
+    dispatch_error = models.CharField(max_length=500, blank=True, help_text="Why the broker did not take its message yet.")
 
     job_kind: ClassVar[str]  # short name in URLs and filters: "generation", "training", ...
     kind_label: ClassVar[str]  # in sentences: "generation job", "training run"
     queue: ClassVar[str] = "gpu"  # the Celery queue its task is routed to
+    task_name: ClassVar[str]  # the Celery task that runs it, given the row's id
     progress_fields: ClassVar[tuple[str, str]]  # (done, total) counters
     progress_unit: ClassVar[str]  # what the counters count: "prompts", "steps"
     # A float field with the done counter plus the finished share of the unit in progress (None: the done counter
@@ -225,6 +232,54 @@ class Heartbeat:
                 self.rows.update(heartbeat_at=timezone.now())
         finally:
             connection.close()
+
+
+# --- sending a job to the workers ----------------------------------------------------------------------------------
+
+
+def job_dispatch_on_commit(job: Job) -> None:
+    """Send the job to its queue once the transaction that created it commits (a worker must find the row)."""
+    transaction.on_commit(lambda: job_dispatch(job))
+
+
+def job_dispatch(job: Job) -> bool:
+    """Hand the job's message to the broker and record when; False (logged) when the broker could not be reached,
+    which leaves the row for ``redispatch_undelivered_jobs``. Never raises: the row is committed, so a launch that
+    failed here would answer 500 for a job that does exist."""
+    from config.celery import app
+
+    try:
+        app.send_task(job.task_name, args=[job.pk], queue=job.queue)
+    except Exception as exc:  # noqa: BLE001 - kombu raises OperationalError, but any failure to publish means the same
+        logger.warning("Could not send %s to the broker (%s: %s); it will be sent again when the broker answers.",
+                       job, type(exc).__name__, exc)
+        job.dispatch_error = f"{type(exc).__name__}: {exc}"[:500]
+        type(job).objects.filter(pk=job.pk, dispatched_at__isnull=True).update(dispatch_error=job.dispatch_error)
+        return False
+    job.dispatched_at, job.dispatch_error = job.dispatched_at or timezone.now(), ""
+    type(job).objects.filter(pk=job.pk, dispatched_at__isnull=True).update(dispatched_at=job.dispatched_at, dispatch_error="")
+    return True
+
+
+def waits_for_broker(job: Job) -> bool:
+    """A queued job whose message the broker has not taken yet: it was unreachable when the job was launched."""
+    return job.status == Job.Status.QUEUED and job.dispatched_at is None and bool(job.dispatch_error)
+
+
+def redispatch_undelivered_jobs() -> int:
+    """Send again the queued jobs of every kind whose message never reached the broker (it was unreachable, or the
+    web process died between the commit and the send); returns how many went. Rows younger than one reaper period
+    are left to the launch that is still sending them."""
+    before = timezone.now() - timedelta(seconds=settings.JOB_REAPER_SECONDS)
+    sent = 0
+    for model in job_kinds():
+        rows = model.objects.filter(status=Job.Status.QUEUED, dispatched_at__isnull=True, created_at__lt=before)
+        for job in rows.order_by("created_at", "pk"):
+            if not job_dispatch(job):
+                return sent  # the broker is still away: the next period tries again
+            logger.info("Sent %s to the broker again (the broker was unreachable when it was launched).", job)
+            sent += 1
+    return sent
 
 
 # --- cancel and dead workers ---------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from generation.backends.base import Sampling
-from generation.jobs import MAX_NEW_TOKENS
+from generation.jobs import MAX_NEW_TOKENS, MAX_SEED
 from generation.models import GenerationJob, ModelVersion
 
 DEFAULT_SAMPLING = Sampling()
@@ -30,7 +30,7 @@ class GenerationJobForm(forms.Form):
     temperature = forms.FloatField(initial=DEFAULT_SAMPLING.temperature, min_value=0, max_value=2)
     top_p = forms.FloatField(initial=DEFAULT_SAMPLING.top_p, min_value=0.01, max_value=1)
     max_new_tokens = forms.IntegerField(initial=DEFAULT_SAMPLING.max_new_tokens, min_value=1, max_value=MAX_NEW_TOKENS)
-    seed = forms.IntegerField(initial=DEFAULT_SAMPLING.seed, min_value=0)
+    seed = forms.IntegerField(initial=DEFAULT_SAMPLING.seed, min_value=0, max_value=MAX_SEED)
     stop = forms.CharField(required=False, help_text="Stop strings, one per line.", widget=forms.Textarea(attrs={"rows": 2}))
     backend = forms.ChoiceField(choices=GenerationJob.Backend.choices, initial="auto")
 

@@ -28,12 +28,14 @@ from django.db.models import Count, QuerySet
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
-from config.jobs import job_update, run_job, stop_if_cancelled
+from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.backends.base import BatchProgress, Generation, ModelSpec, PromptRequest, Sampling, auto_choice, open_backend
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
 
 TOP_UP_ROUNDS = 2  # extra passes for prompts that lost samples to duplicates or empty responses
 MAX_NEW_TOKENS = 4096
+MAX_SEED = 2**31 - 1  # a C int for every sampler; top-up rounds add 1000 per round and stay below 2**32
+MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 200
 PROGRESS_WRITE_SECONDS = 1.5  # in-batch progress: at most one write (and one cancel check) this often
 
 
@@ -52,9 +54,9 @@ def sampling_from(data: dict) -> Sampling:
             top_p=float(data.get("top_p", default.top_p)),
             max_new_tokens=int(data.get("max_new_tokens", default.max_new_tokens)),
             seed=int(data.get("seed", default.seed)),
-            stop=tuple(str(s) for s in data.get("stop") or default.stop if str(s)),
+            stop=_stop_strings(data.get("stop")),
         )
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ValidationError(f"Sampling settings must be numbers: {exc}") from exc
     errors = {}
     if not 0.0 <= sampling.temperature <= 2.0:
@@ -63,11 +65,23 @@ def sampling_from(data: dict) -> Sampling:
         errors["top_p"] = "top_p must be above 0 and at most 1."
     if not 1 <= sampling.max_new_tokens <= MAX_NEW_TOKENS:
         errors["max_new_tokens"] = f"max_new_tokens must be between 1 and {MAX_NEW_TOKENS}."
-    if sampling.seed < 0:
-        errors["seed"] = "The seed must be 0 or more."
+    if not 0 <= sampling.seed <= MAX_SEED:
+        errors["seed"] = f"The seed must be between 0 and {MAX_SEED}."
     if errors:
         raise ValidationError(errors)
     return sampling
+
+
+def _stop_strings(stop) -> tuple[str, ...]:
+    """A list of strings (a bare string would be read letter by letter as stop strings); empty ones are dropped."""
+    if stop is None:
+        return ()
+    if not isinstance(stop, (list, tuple)) or not all(isinstance(text, str) for text in stop):
+        raise ValidationError({"stop": "stop must be a list of strings, e.g. [\"\\n\\n\"]."})
+    stop = tuple(text for text in stop if text)
+    if len(stop) > MAX_STOP_STRINGS or any(len(text) > MAX_STOP_CHARS for text in stop):
+        raise ValidationError({"stop": f"At most {MAX_STOP_STRINGS} stop strings of at most {MAX_STOP_CHARS} characters each."})
+    return stop
 
 
 def generation_job_create(
@@ -100,9 +114,7 @@ def generation_job_create(
         GenerationJobModel.objects.bulk_create(
             GenerationJobModel(job=job, model_version=entry.model_version, n=entry.n) for entry in plan
         )
-        from generation.tasks import run_generation_job
-
-        transaction.on_commit(lambda: run_generation_job.delay(job.pk))
+        job_dispatch_on_commit(job)
     return job
 
 

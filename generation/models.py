@@ -64,6 +64,7 @@ class GenerationJob(Job):
     prompts_short = models.PositiveIntegerField(default=0, help_text="Prompts still short of K at the end (no ranking item).")
 
     job_kind, kind_label, queue = "generation", "generation job", "gpu"
+    task_name = "generation.tasks.run_generation_job"
     progress_fields, progress_unit = ("responses_done", "responses_total"), "responses"
     progress_exact_field = "work_done"
     dead_worker_message = "The worker running this job stopped (killed or crashed); the candidates it saved are kept."

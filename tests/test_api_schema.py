@@ -5,6 +5,7 @@ import re
 
 import pytest
 import yaml
+from rest_framework.authtoken.models import Token
 from django.core.management import call_command
 from django.db import connection
 from django.urls import URLPattern
@@ -201,3 +202,13 @@ def test_api_paths_that_match_no_route_get_a_json_404(client):
     response = client.get("/api/exports/-1/")
     assert response.status_code == 404 and response.json() == {"detail": "Not found."}
     assert "<html" in client.get("/no-such-page/").content.decode().lower()
+
+
+def test_the_schema_and_its_docs_need_a_login_or_a_token(api_client, labeler):
+    for url in ("/api/schema/", "/api/docs/"):
+        assert api_client.get(url).status_code in (401, 403)
+    api_client.force_login(labeler)
+    assert api_client.get("/api/docs/").status_code == 200
+    api_client.logout()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=labeler).key}")
+    assert api_client.get("/api/schema/", {"format": "json"}).status_code == 200

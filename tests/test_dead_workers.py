@@ -5,7 +5,6 @@ in CI) plus the embedded filesystem broker."""
 
 import os
 import signal
-from contextlib import contextmanager
 
 import pytest
 from django.conf import settings
@@ -16,7 +15,7 @@ from generation.models import Candidate, GenerationJob, ModelVersion
 from tests.factories import ProjectFactory, PromptFactory
 from tests.tiny_models import build_reward_adapter
 from tests.training_tests.conftest import SMALL_RUN, ranked_project, tiny_version  # noqa: F401 - fixtures
-from tests.worker import Beat, Worker, wait_until
+from tests.worker import Beat, Worker, broker, wait_until
 from training import scoring, services
 from training.models import ScoringJob, TrainingRun
 
@@ -31,46 +30,13 @@ FAST_LIFECYCLE = {
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1}
 
 
-@contextmanager
-def broker(url: str):
-    """Point this process's Celery app (which enqueues the jobs) and the processes it starts at ``url``."""
-    from config.celery import app
-
-    saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS if url == settings.CELERY_BROKER_URL else _filesystem_options()
-    os.environ["CELERY_BROKER_URL"] = url  # Celery reads it before its configuration
-    app.conf.broker_url, app.conf.broker_transport_options = url, options
-    _forget_connections(app)
-    try:
-        yield {**FAST_LIFECYCLE, "CELERY_BROKER_URL": url}
-    finally:
-        environ_url, app.conf.broker_url, app.conf.broker_transport_options = saved
-        if environ_url is None:
-            os.environ.pop("CELERY_BROKER_URL", None)
-        else:
-            os.environ["CELERY_BROKER_URL"] = environ_url
-        _forget_connections(app)
-
-
-def _filesystem_options() -> dict:
-    folder = settings.BROKER_DIR
-    return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
-            "control_folder": str(folder / "control"), "processed_folder": str(folder / "processed"), "store_processed": False}
-
-
-def _forget_connections(app) -> None:
-    """The next message takes a connection to the broker now configured (kombu keeps one pool per broker)."""
-    app._pool = None
-    app.amqp._producer_pool = None
-
-
 BROKERS = sorted({settings.CELERY_BROKER_URL, "filesystem://"})
 
 
 @pytest.fixture(params=BROKERS)
 def lifecycle(request, tmp_path):
     """Beat and a default-queue worker (which runs the reaper), on one broker, with a fast lifecycle."""
-    with broker(request.param) as env:
+    with broker(request.param, FAST_LIFECYCLE) as env:
         default = Worker("default", extra_env=env)
         beat = Beat(tmp_path / "beat-schedule", extra_env=env)
         try:

@@ -248,3 +248,23 @@ def test_a_list_reads_the_queues_once_however_many_jobs_wait(api_client, users, 
 
     queries_listing(0)  # the first request also reads the user's permissions
     assert queries_listing(2) == queries_listing(6)
+
+
+def test_a_job_the_broker_did_not_take_says_so_and_is_sent_again_later(project, policy, settings):
+    """The broker is down (nothing listens on the port): the launch keeps the row, the queue line says why it waits,
+    and the reaper's re-send fails quietly until the broker answers (tests/test_broker_outage.py runs the recovery)."""
+    from config.jobs import job_dispatch, redispatch_undelivered_jobs, waits_for_broker
+    from tests.test_broker_outage import free_port
+    from tests.worker import broker
+
+    job = generation_job(project, policy)
+    assert not waits_for_broker(job) and "1st in line" in queue_place(job).sentence
+    with broker(f"redis://127.0.0.1:{free_port()}/0"):
+        assert job_dispatch(job) is False
+        job.refresh_from_db()
+        assert job.dispatched_at is None and "Connection refused" in job.dispatch_error
+        place = queue_place(job)
+        assert place.waiting_for_broker and place.as_dict()["waiting_for_broker"] is True
+        assert "the broker could not be reached" in place.sentence
+        settings.JOB_REAPER_SECONDS = 0
+        assert redispatch_undelivered_jobs() == 0

@@ -7,8 +7,10 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from django.conf import settings
 from django.db import connection
 
 REPO = Path(__file__).resolve().parent.parent
@@ -112,3 +114,40 @@ class Beat:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+@contextmanager
+def broker(url: str, extra_env: dict | None = None):
+    """Point this process's Celery app (which enqueues the jobs) at ``url``; yields the environment for the processes
+    a test starts on the same broker (``extra_env`` added)."""
+    from config.celery import app
+
+    saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
+    os.environ["CELERY_BROKER_URL"] = url  # Celery reads it before its configuration
+    app.conf.broker_url, app.conf.broker_transport_options = url, _transport_options(url)
+    _forget_connections(app)
+    try:
+        yield {**(extra_env or {}), "CELERY_BROKER_URL": url}
+    finally:
+        environ_url, app.conf.broker_url, app.conf.broker_transport_options = saved
+        if environ_url is None:
+            os.environ.pop("CELERY_BROKER_URL", None)
+        else:
+            os.environ["CELERY_BROKER_URL"] = environ_url
+        _forget_connections(app)
+
+
+def _transport_options(url: str) -> dict:
+    if url == settings.CELERY_BROKER_URL:
+        return settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    if url.startswith("filesystem"):
+        folder = settings.BROKER_DIR
+        return {"data_folder_in": str(folder / "queue"), "data_folder_out": str(folder / "queue"),
+                "control_folder": str(folder / "control"), "processed_folder": str(folder / "processed"), "store_processed": False}
+    return {}
+
+
+def _forget_connections(app) -> None:
+    """The next message takes a connection to the broker now configured (kombu keeps one pool per broker)."""
+    app._pool = None
+    app.amqp._producer_pool = None

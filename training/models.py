@@ -28,6 +28,7 @@ class TrainingRun(Job):
     pairs_dropped = models.PositiveIntegerField(null=True, blank=True, help_text="Selected pairs left out for their length.")
 
     job_kind, kind_label, queue = "training", "training run", "gpu"
+    task_name = "training.tasks.run_training"
     progress_fields, progress_unit = ("step", "total_steps"), "steps"
     project_lookup = "projects"
     dead_worker_message = "The worker running this training stopped (killed or crashed); no model was registered."
@@ -89,6 +90,7 @@ class ScoringJob(Job):
     candidates_done = models.PositiveIntegerField(default=0)
 
     job_kind, kind_label, queue = "scoring", "scoring job", "gpu"
+    task_name = "training.tasks.run_scoring"
     progress_fields, progress_unit = ("candidates_done", "candidates_total"), "candidates"
     dead_worker_message = "The worker running this scoring job stopped (killed or crashed); the scores it saved are kept."
     detail_url_name = "scoring_detail"

@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from annotation.models import Project, RankingItem
-from config.jobs import job_update, run_job, stop_if_cancelled
+from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.models import Candidate, ModelVersion
 from training.models import CandidateScore, ScoringJob
 
@@ -33,9 +33,7 @@ def scoring_job_create(*, project: Project, reward_version: ModelVersion, reques
         raise ValidationError({"project": "This project has no candidates to score yet."})
     with transaction.atomic():
         job = ScoringJob.objects.create(project=project, reward_version=reward_version, candidates_total=total, requested_by=requested_by)
-        from training.tasks import run_scoring
-
-        transaction.on_commit(lambda: run_scoring.delay(job.pk))
+        job_dispatch_on_commit(job)
     return job
 
 

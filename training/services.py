@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from annotation.models import Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
-from config.jobs import JobCancelled, cancel_was_requested, job_update, run_job
+from config.jobs import JobCancelled, cancel_was_requested, job_dispatch_on_commit, job_update, run_job
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from training import selectors
@@ -132,9 +132,7 @@ def training_run_create(
             + [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.EVAL) for e in split.eval],
             batch_size=2000,
         )
-        from training.tasks import run_training
-
-        transaction.on_commit(lambda: run_training.delay(run.pk))
+        job_dispatch_on_commit(run)
     return run
 
 

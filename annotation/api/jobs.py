@@ -34,6 +34,9 @@ class QueuePlaceSerializer(serializers.Serializer):
     queue = serializers.CharField()
     waiting_for = WaitingForSerializer(many=True, help_text="The running jobs of its queue, then the queued ones before it.")
     wait_seconds = serializers.FloatField(allow_null=True, help_text="Estimated wait; null when a job ahead has no estimate.")
+    waiting_for_broker = serializers.BooleanField(
+        help_text="The broker could not be reached at launch: the job is sent automatically once it answers."
+    )
     text = serializers.CharField(help_text='For people: "2nd in line on the gpu queue, behind training run 14, about 12 min left".')
 
 

@@ -11,7 +11,7 @@ from rest_framework.views import APIView
 
 from annotation import labeling, selectors
 from annotation.api.serializers import MessageSerializer, TiersField
-from annotation.labeling import MAX_RATIONALE
+from annotation.labeling import MAX_FLAG_NOTE, MAX_RATIONALE, MAX_SKIP_REASON
 from annotation.models import ItemFlag, Project, Ranking
 from annotation.roles import CanExplore, EXPLORE, IsAdmin, IsLabeler
 from config.api import MAX_ID, error_responses, int64
@@ -64,12 +64,12 @@ _EITHER_RANKING = PolymorphicProxySerializer(
 
 
 class SkipSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=500)
+    reason = serializers.CharField(max_length=MAX_SKIP_REASON)
 
 
 class FlagSerializer(serializers.Serializer):
     reason = serializers.ChoiceField(choices=ItemFlag.Reason.choices)
-    note = serializers.CharField(required=False, allow_blank=True, default="")
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=MAX_FLAG_NOTE)
 
 
 # --- shapes of the hand-checked bodies and hand-built responses, for the OpenAPI schema --------------------------

@@ -6,7 +6,7 @@ from rest_framework import serializers
 from annotation.api.jobs import JobProgressSerializer, JobStateSerializer
 from config.api import MAX_ID
 from generation.backends.base import Sampling
-from generation.jobs import MAX_NEW_TOKENS, MAX_SELECTED_IDS
+from generation.jobs import MAX_NEW_TOKENS, MAX_SEED, MAX_SELECTED_IDS, MAX_STOP_CHARS, MAX_STOP_STRINGS
 from generation.models import GenerationJob, ModelVersion
 
 
@@ -68,8 +68,11 @@ class SamplingSerializer(serializers.Serializer):
     max_new_tokens = serializers.IntegerField(
         required=False, min_value=1, max_value=MAX_NEW_TOKENS, help_text=f"Default {DEFAULT_SAMPLING.max_new_tokens}."
     )
-    seed = serializers.IntegerField(required=False, min_value=0, help_text=f"Default {DEFAULT_SAMPLING.seed}.")
-    stop = serializers.ListField(child=serializers.CharField(), required=False, help_text="Stop strings (default none).")
+    seed = serializers.IntegerField(required=False, min_value=0, max_value=MAX_SEED, help_text=f"Default {DEFAULT_SAMPLING.seed}.")
+    stop = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_STOP_CHARS), required=False, max_length=MAX_STOP_STRINGS,
+        help_text="Stop strings (default none): a list, even for one.",
+    )
 
 
 @extend_schema_field(SamplingSerializer)

@@ -60,6 +60,7 @@ class TrainingSettings:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in data.items()}
 
 
+MAX_EVAL_STEPS = 1_000_000  # beyond any run's length: the run then evaluates once, at its end
 SETTING_NAMES = tuple(f.name for f in fields(TrainingSettings) if f.name != "kind")
 TOO_LONG_CHOICES = ("truncate", "drop")  # training.trainers.lengths: what each does with each trainer
 # How forms and help texts name a setting where its field name does not read well capitalized.
@@ -178,7 +179,7 @@ def _range_errors(s: TrainingSettings) -> dict[str, str]:
         "max_length": (16 <= s.max_length <= 131072, "Max length must be between 16 and 131072 tokens."),
         "too_long": (s.too_long in TOO_LONG_CHOICES, f"Choose {' or '.join(TOO_LONG_CHOICES)}."),
         "seed": (0 <= s.seed < 2**32, "The seed must be between 0 and 4294967295."),
-        "eval_steps": (s.eval_steps >= 0, "Eval steps must be 0 (automatic) or more."),
+        "eval_steps": (0 <= s.eval_steps <= MAX_EVAL_STEPS, f"Eval steps must be 0 (automatic) to {MAX_EVAL_STEPS:,}."),
     }
     errors = {name: message for name, (ok, message) in checks.items() if not ok}
     if "exo_pair" in s.loss_type and s.label_smoothing == 0:

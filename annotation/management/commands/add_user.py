@@ -1,3 +1,5 @@
+from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -18,6 +20,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         try:
+            # Django's password validators (AUTH_PASSWORD_VALIDATORS), as the admin's password forms use them.
+            validate_password(options["password"], get_user_model()(username=options["username"], email=options["email"]))
             user = services.user_create(
                 username=options["username"],
                 password=options["password"],
