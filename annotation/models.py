@@ -75,6 +75,10 @@ class Prompt(models.Model):
     source = models.CharField(max_length=200, blank=True, help_text="Where the prompt came from (file name, api, ...).")
     external_id = models.CharField(max_length=200, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    import_job = models.ForeignKey(
+        "annotation.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The background import that wrote it (removed with its rows if that import fails).",
+    )
     content_hash = models.CharField(max_length=64, help_text="sha256 of the canonical JSON of the messages.")
     split = models.CharField(max_length=10, choices=Split.choices, default=Split.TRAIN)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -200,6 +204,7 @@ class PreferencePair(models.Model):
     k = models.PositiveSmallIntegerField(null=True, blank=True, help_text="How many responses were shown together.")
     ranking = models.ForeignKey(Ranking, null=True, blank=True, on_delete=models.CASCADE, related_name="pairs")
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    import_job = models.ForeignKey("annotation.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -254,3 +259,60 @@ class Export(Job):
     def subject(self) -> str:
         return f"{self.get_export_format_display()} of {', '.join(sorted(p.name for p in self.projects.all()))}"
 
+
+
+class ImportJob(Job):
+    """A large prompt or preference file imported in the background (see annotation.imports): checked whole first,
+    then written in short transactions; a failure removes what it wrote."""
+
+    class Phase(models.TextChoices):
+        CHECKING = "checking", "Checking every row"
+        WRITING = "writing", "Writing"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    filename = models.CharField(max_length=200)
+    source = models.CharField(max_length=200, blank=True, help_text="Recorded as each prompt's source.")
+    file_path = models.CharField(max_length=500, help_text="The file read (an upload is kept here until the import ends).")
+    file_is_upload = models.BooleanField(default=True, help_text="Delete the file when the import ends.")
+    heldout_fraction = models.FloatField(default=0.0)
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)
+    kb_total = models.PositiveBigIntegerField(default=0, help_text="Twice the file's size in kB: it is read to check, then to write.")
+    kb_done = models.PositiveBigIntegerField(default=0)
+    rows_total = models.PositiveIntegerField(default=0, help_text="Rows found by the check.")
+    rows_written = models.PositiveIntegerField(default=0)
+    prompts_created = models.PositiveIntegerField(default=0)
+    pairs_created = models.PositiveIntegerField(default=0)
+    duplicates_skipped = models.PositiveIntegerField(default=0)
+    identical_pairs_skipped = models.PositiveIntegerField(default=0)
+    error_line = models.PositiveIntegerField(null=True, blank=True, help_text="The line of the row that rejected the file.")
+
+    job_kind, kind_label, queue = "import", "import", "default"
+    task_name = "annotation.tasks.run_import"
+    progress_fields, progress_unit = ("kb_done", "kb_total"), "kB (read to check, then to write)"
+    dead_worker_message = "The worker importing this file stopped (killed or crashed); what it had written was removed. Import the file again."
+    detail_url_name = "import_detail"
+    list_select_related = ("project",)
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        return f"{self.filename} into {self.project.name}"
+
+    @property
+    def file_bytes(self) -> int:
+        return self.kb_total // 2 * 1024
+
+    @property
+    def problem(self) -> str:
+        """Why it failed, in one line: "line 3: ..." for a broken row (the traceback stays in ``error``)."""
+        first = self.error.split("\n", 1)[0]
+        return first.removeprefix("ImportFileError: ")
+
+    @classmethod
+    def discard_partial_work(cls, pks: list[int]) -> None:
+        from annotation.imports import import_discard
+
+        for pk in pks:
+            import_discard(pk)

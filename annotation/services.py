@@ -17,7 +17,7 @@ from django.db import transaction
 
 from annotation import importing
 from annotation.importing import ImportedRow, content_hash
-from annotation.models import PreferencePair, Project, Prompt
+from annotation.models import ImportJob, PreferencePair, Project, Prompt
 from annotation.pairs import held_out_by_hash
 from annotation.roles import ADMIN, LABELER, RESEARCHER, ROLE_PERMISSIONS
 from generation.models import Candidate
@@ -126,19 +126,22 @@ def prompts_import(
         raise ValidationError("The held-out fraction must be at least 0 and below 1.")
     report = ImportReport()
     with transaction.atomic():
-        for chunk in _chunks_of(rows, BATCH_SIZE):
-            report += _import_chunk(project, chunk, source, heldout_fraction)
+        for chunk in chunks_of(rows, BATCH_SIZE):
+            report += import_chunk(project, chunk, source, heldout_fraction)
     return report
 
 
-def _import_chunk(project: Project, rows: Sequence[ImportedRow], source: str, heldout_fraction: float) -> ImportReport:
-    """Earlier chunks of the same file are already in the database, so duplicates across chunks are found too."""
+def import_chunk(
+    project: Project, rows: Sequence[ImportedRow], source: str, heldout_fraction: float, import_job: ImportJob | None = None
+) -> ImportReport:
+    """Write one chunk of rows. Earlier chunks of the same file are already in the database, so duplicates across
+    chunks are found too. What it creates is tagged with ``import_job`` (a background import removes it on failure)."""
     hashes = [content_hash(row.messages) for row in rows]
-    prompt_ids, prompts_created = _prompts_get_or_create(project, rows, hashes, source, heldout_fraction)
+    prompt_ids, prompts_created = _prompts_get_or_create(project, rows, hashes, source, heldout_fraction, import_job)
     preference_rows = [(row, prompt_ids[h]) for row, h in zip(rows, hashes) if row.is_preference]
     identical = sum(1 for row, _ in preference_rows if row.chosen == row.rejected)
     preference_rows = [(row, prompt_id) for row, prompt_id in preference_rows if row.chosen != row.rejected]
-    pairs_created = _import_pairs(project, preference_rows)
+    pairs_created = _import_pairs(project, preference_rows, import_job)
     prompt_duplicates = sum(not row.is_preference for row in rows) - _count_prompt_only_created(rows, hashes, prompts_created)
     return ImportReport(
         rows=len(rows),
@@ -161,7 +164,8 @@ def _count_prompt_only_created(rows: Sequence[ImportedRow], hashes: list[str], c
 
 
 def _prompts_get_or_create(
-    project: Project, rows: Sequence[ImportedRow], hashes: list[str], source: str, heldout_fraction: float
+    project: Project, rows: Sequence[ImportedRow], hashes: list[str], source: str, heldout_fraction: float,
+    import_job: ImportJob | None,
 ) -> tuple[dict[str, int], set[str]]:
     """Map every row's content hash to a prompt id, creating the missing prompts. Returns (ids, created hashes)."""
     ids = _existing_prompt_ids(project, set(hashes))
@@ -177,6 +181,7 @@ def _prompts_get_or_create(
             metadata=row.metadata,
             content_hash=h,
             split=row.split or _split_for(h, heldout_fraction),
+            import_job=import_job,
         )
     created = Prompt.objects.bulk_create(new_prompts.values(), batch_size=BATCH_SIZE)
     ids.update({prompt.content_hash: prompt.pk for prompt in created})
@@ -197,11 +202,11 @@ def _split_for(prompt_hash: str, heldout_fraction: float) -> str:
     return Prompt.Split.TRAIN
 
 
-def _import_pairs(project: Project, preference_rows: list[tuple[ImportedRow, int]]) -> int:
+def _import_pairs(project: Project, preference_rows: list[tuple[ImportedRow, int]], import_job: ImportJob | None) -> int:
     if not preference_rows:
         return 0
     texts = {(prompt_id, text) for row, prompt_id in preference_rows for text in (row.chosen, row.rejected)}
-    candidate_ids = _imported_candidates_get_or_create(texts)
+    candidate_ids = _imported_candidates_get_or_create(texts, import_job)
     wanted: dict[tuple[int, int], PreferencePair] = {}
     for row, prompt_id in preference_rows:
         chosen_id = candidate_ids[(prompt_id, content_hash(row.chosen))]
@@ -215,6 +220,7 @@ def _import_pairs(project: Project, preference_rows: list[tuple[ImportedRow, int
                 rejected_id=rejected_id,
                 source=PreferencePair.Source.IMPORT,
                 margin=1.0,
+                import_job=import_job,
             ),
         )
     existing = _existing_import_pairs(list(wanted))
@@ -223,7 +229,7 @@ def _import_pairs(project: Project, preference_rows: list[tuple[ImportedRow, int
     return len(new_pairs)
 
 
-def _imported_candidates_get_or_create(texts: set[tuple[int, str]]) -> dict[tuple[int, str], int]:
+def _imported_candidates_get_or_create(texts: set[tuple[int, str]], import_job: ImportJob | None) -> dict[tuple[int, str], int]:
     """Map (prompt id, text hash) to a candidate id, creating imported candidates for texts not yet present."""
     by_key = {(prompt_id, content_hash(text)): text for prompt_id, text in texts}
     prompt_ids = sorted({prompt_id for prompt_id, _ in by_key})
@@ -232,7 +238,7 @@ def _imported_candidates_get_or_create(texts: set[tuple[int, str]]) -> dict[tupl
         rows = Candidate.objects.filter(prompt_id__in=chunk).values_list("prompt_id", "text_hash", "pk")
         ids.update({(prompt_id, text_hash): pk for prompt_id, text_hash, pk in rows})
     missing = [
-        Candidate(prompt_id=prompt_id, text=text, text_hash=text_hash, source=Candidate.Source.IMPORT)
+        Candidate(prompt_id=prompt_id, text=text, text_hash=text_hash, source=Candidate.Source.IMPORT, import_job=import_job)
         for (prompt_id, text_hash), text in by_key.items()
         if (prompt_id, text_hash) not in ids
     ]
@@ -258,7 +264,7 @@ def _chunks(values: Sequence, size: int) -> Iterable[Sequence]:
         yield values[start : start + size]
 
 
-def _chunks_of(values: Iterable, size: int) -> Iterator[list]:
+def chunks_of(values: Iterable, size: int) -> Iterator[list]:
     iterator = iter(values)
     while chunk := list(islice(iterator, size)):
         yield chunk

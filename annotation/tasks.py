@@ -2,9 +2,14 @@
 
 from celery import shared_task
 
-from annotation import exports
+from annotation import exports, imports
 
 
 @shared_task(acks_late=True)
 def run_export(export_id: int) -> str:
     return exports.export_run(export_id).status
+
+
+@shared_task(acks_late=True)
+def run_import(import_id: int) -> str:
+    return imports.import_run(import_id).status

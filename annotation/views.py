@@ -5,10 +5,12 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 
-from annotation import selectors, services
+from annotation import imports, selectors, services
 from annotation.forms import ProjectForm, PromptFilterForm, PromptImportForm
 from annotation.importing import ImportFileError
-from annotation.models import Project
+from annotation.models import ImportJob, Project
+from config.job_queue import job_progress
+from config.jobs import job_cancel
 from annotation.roles import ANY_ROLE, EXPLORE, MANAGE, require
 from config.limits import accepts_uploads
 from config.web import add_validation_errors, validation_message
@@ -47,34 +49,55 @@ def project_detail(request, slug):
 @accepts_uploads
 @require(MANAGE)
 def prompts_import(request, slug):
-    """Upload a prompt or preference file. A broken file is rejected whole (422) with the line number."""
+    """Upload a prompt or preference file. A broken file is rejected whole (422) with the line number; a large one is
+    imported by a background job, whose progress replaces the form's result."""
     project = get_object_or_404(Project, slug=slug)
     form = PromptImportForm(request.POST or None, request.FILES or None)
     context = {"project": project, "import_form": form}
     status = 200
     if request.method == "POST":
-        context["report"], context["import_error"] = _import_upload(project, form)
-        status = 200 if context["report"] else 422
+        context["report"], context["import_job"], context["import_error"] = _import_upload(request, project, form)
+        status = 422 if context["import_error"] else 200
+        if context["import_job"]:
+            context["progress"] = job_progress(context["import_job"])
     template = "_import_result.html" if request.htmx else "prompt_import.html"
     return render(request, template, context, status=status)
 
 
-def _import_upload(project, form):
+def _import_upload(request, project, form):
+    """(report, background job, error): one of them."""
     if not form.is_valid():
-        return None, "; ".join(error for errors in form.errors.values() for error in errors)
+        return None, None, "; ".join(error for errors in form.errors.values() for error in errors)
     upload = form.cleaned_data["file"]
+    fraction = form.cleaned_data["heldout_fraction"] or 0.0
     try:
-        report = services.prompts_import_file(
-            project=project,
-            stream=upload,
-            filename=upload.name,
-            heldout_fraction=form.cleaned_data["heldout_fraction"] or 0.0,
-        )
+        if imports.import_in_background(upload.size):
+            job = imports.import_job_create(project=project, upload=upload, heldout_fraction=fraction, requested_by=request.user)
+            return None, job, None
+        report = services.prompts_import_file(project=project, stream=upload, filename=upload.name, heldout_fraction=fraction)
     except ImportFileError as exc:
-        return None, f"Nothing was imported. {upload.name}, {exc}"
+        return None, None, f"Nothing was imported. {upload.name}, {exc}"
     except ValidationError as exc:
-        return None, validation_message(exc)
-    return report, None
+        return None, None, validation_message(exc)
+    return report, None, None
+
+
+@require(MANAGE)
+def import_detail(request, import_id):
+    job = get_object_or_404(ImportJob.objects.select_related("project", "requested_by"), pk=import_id)
+    context = {"import_job": job, "project": job.project, "report": imports.import_report(job), "progress": job_progress(job)}
+    return render(request, "_import_progress.html" if request.htmx else "import_detail.html", context)
+
+
+@require(MANAGE)
+def import_cancel(request, import_id):
+    job = get_object_or_404(ImportJob, pk=import_id)
+    if request.method == "POST":
+        try:
+            job_cancel(job=job)
+        except ValidationError as exc:
+            messages.error(request, validation_message(exc))
+    return redirect("import_detail", import_id=job.pk)
 
 
 @require(EXPLORE)

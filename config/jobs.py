@@ -94,6 +94,10 @@ class Job(models.Model):
         """What the job works on, in a few words (for the Jobs page)."""
         return ""
 
+    @classmethod
+    def discard_partial_work(cls, pks: list[int]) -> None:
+        """Undo what jobs of this kind wrote before their worker died (the reaper calls it); most kinds keep it."""
+
     @property
     def counts(self) -> tuple[int, int]:
         done, total = self.progress_fields
@@ -306,11 +310,25 @@ def reap_dead_jobs() -> int:
     reaped = 0
     for model in job_kinds():
         stale = model.objects.filter(status=Job.Status.RUNNING, heartbeat_at__lt=stale_before)
-        count = stale.update(status=Job.Status.FAILED, error=model.dead_worker_message, finished_at=timezone.now())
-        if count:
-            logger.warning("Marked %d %s(s) failed: no heartbeat for %s.", count, model.kind_label, dead_after())
-        reaped += count
+        pks = _fail_dead(model, stale)
+        if pks:
+            logger.warning("Marked %d %s(s) failed: no heartbeat for %s.", len(pks), model.kind_label, dead_after())
+        reaped += len(pks)
     return reaped
+
+
+def _fail_dead(model: type[Job], rows: models.QuerySet) -> list[int]:
+    """Mark these running rows failed with the kind's message, then let the kind undo their partial work. Row by row,
+    so that a job finishing meanwhile is neither failed nor undone."""
+    failed = [
+        pk for pk in rows.values_list("pk", flat=True)
+        if model.objects.filter(pk=pk, status=Job.Status.RUNNING).update(
+            status=Job.Status.FAILED, error=model.dead_worker_message, finished_at=timezone.now()
+        )
+    ]
+    if failed:
+        model.discard_partial_work(failed)
+    return failed
 
 
 def fail_jobs_of_dead_processes(pids: Iterable[int]) -> int:
@@ -323,7 +341,7 @@ def fail_jobs_of_dead_processes(pids: Iterable[int]) -> int:
         rows = model.objects.filter(status=Job.Status.RUNNING, worker__in=workers)
         for pk, worker in rows.values_list("pk", "worker"):
             logger.warning("Marking %s %s failed: its worker %s died.", model.kind_label, pk, worker)
-        failed += rows.update(status=Job.Status.FAILED, error=model.dead_worker_message, finished_at=timezone.now())
+        failed += len(_fail_dead(model, rows))
     return failed
 
 

@@ -31,6 +31,7 @@ _owner_only(DATA_DIR)
 MODELS_DIR = DATA_DIR / "models"
 ARTIFACTS_DIR = DATA_DIR / "artifacts"
 EXPORTS_DIR = DATA_DIR / "exports"
+IMPORTS_DIR = DATA_DIR / "imports"  # uploads waiting for their background import (deleted when it ends)
 
 DEBUG = env_bool("PREFLOOP_DEBUG")
 
@@ -169,6 +170,8 @@ PREFLOOP_MAX_UPLOAD_BYTES = int(os.environ.get("PREFLOOP_MAX_UPLOAD_BYTES", str(
 # (or JSON array row) may be 10 MB at most; both are refused with a 400 naming the line, memory stays flat.
 PREFLOOP_MAX_IMPORT_DECOMPRESSED_BYTES = int(os.environ.get("PREFLOOP_MAX_IMPORT_DECOMPRESSED_BYTES", str(4 * 1024**3)))
 PREFLOOP_MAX_IMPORT_LINE_BYTES = int(os.environ.get("PREFLOOP_MAX_IMPORT_LINE_BYTES", str(10 * 1024**2)))
+# Uploads up to this size are imported within the request; larger ones by a background import job (annotation.imports).
+PREFLOOP_IMPORT_IN_REQUEST_BYTES = int(os.environ.get("PREFLOOP_IMPORT_IN_REQUEST_BYTES", str(2 * 1024**2)))
 # Uploaded prompt files can be large; anything over 10 MB is streamed to a temporary file.
 FILE_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024

@@ -8,6 +8,7 @@ from annotation import views as annotation_views
 from annotation.api import data as data_api
 from annotation.api.auth import ObtainToken
 from annotation.api import exports as exports_api
+from annotation.api import imports as imports_api
 from annotation.api import jobs as jobs_api
 from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
@@ -24,6 +25,8 @@ api = [
     path("api/projects/<slug:slug>/", annotation_api.ProjectDetail.as_view(), name="api_project"),
     path("api/projects/<slug:slug>/prompts/", annotation_api.PromptList.as_view(), name="api_prompts"),
     path("api/projects/<slug:slug>/prompts/import/", annotation_api.PromptImport.as_view(), name="api_prompts_import"),
+    path("api/imports/<int:pk>/", imports_api.ImportJobDetail.as_view(), name="api_import"),
+    path("api/imports/<int:pk>/cancel/", imports_api.ImportJobCancel.as_view(), name="api_import_cancel"),
     path("api/projects/<slug:slug>/prompts/<int:pk>/", annotation_api.PromptDetail.as_view(), name="api_prompt"),
     path("api/projects/<slug:slug>/items/", data_api.ItemList.as_view(), name="api_items"),
     path("api/projects/<slug:slug>/items/<int:pk>/", data_api.ItemDetail.as_view(), name="api_item"),
@@ -81,6 +84,8 @@ pages = [
     path("projects/<slug:slug>/flags/<int:flag_id>/retire/", labeling_views.flag_review, {"decision": "retire"}, name="flag_retire"),
     path("projects/<slug:slug>/export/", export_views.export_create, name="export_create"),
     path("exports/<int:export_id>/", export_views.export_detail, name="export_detail"),
+    path("jobs/import/<int:import_id>/", annotation_views.import_detail, name="import_detail"),
+    path("jobs/import/<int:import_id>/cancel/", annotation_views.import_cancel, name="import_cancel"),
     path("exports/<int:export_id>/data/", export_views.export_download, {"part": "data"}, name="export_data"),
     path("exports/<int:export_id>/card/", export_views.export_download, {"part": "card"}, name="export_card"),
     path("projects/<slug:slug>/generate/", generation_views.job_create, name="job_create"),

@@ -115,6 +115,7 @@ class Candidate(models.Model):
     sampling = models.JSONField(default=dict, blank=True, help_text="The settings that produced it.")
     num_tokens = models.PositiveIntegerField(null=True, blank=True)
     finish_reason = models.CharField(max_length=20, blank=True)
+    import_job = models.ForeignKey("annotation.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

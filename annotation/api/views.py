@@ -8,7 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from annotation.roles import AnyRoleReadsAdminWrites, CanExplore, IsAdmin
-from annotation import selectors, services
+from annotation import imports, selectors, services
+from annotation.api.imports import ImportJobSerializer
 from annotation.api.serializers import (
     ImportErrorSerializer,
     ImportReportSerializer,
@@ -86,6 +87,8 @@ class PromptImport(APIView):
         request=PromptImportSerializer,
         responses={
             201: ImportReportSerializer,
+            202: OpenApiResponse(ImportJobSerializer, description="A file larger than PREFLOOP_IMPORT_IN_REQUEST_BYTES: "
+                                 "imported in the background; follow it at /api/imports/<id>/."),
             **error_responses(404),
             400: OpenApiResponse(
                 PolymorphicProxySerializer(
@@ -102,6 +105,13 @@ class PromptImport(APIView):
         serializer = PromptImportSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
+        upload = data.get("file")
+        if upload is not None and imports.import_in_background(upload.size):
+            job = imports.import_job_create(
+                project=project, upload=upload, heldout_fraction=data["heldout_fraction"], source=data.get("source", ""),
+                requested_by=request.user,
+            )
+            return Response(ImportJobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
         try:
             report = self._import(project, data)
         except ImportFileError as exc:

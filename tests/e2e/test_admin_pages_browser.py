@@ -79,3 +79,41 @@ def test_api_docs_link_sampling_in_words_and_a_labelled_search_box(admin_page, l
     admin_page.click("nav >> text=API")
     admin_page.wait_for_selector(".swagger-ui")
     assert "/api/docs/" in admin_page.url
+
+
+def test_a_large_upload_shows_its_import_progress_until_done(admin_page, live_server, output_dir, settings, tmp_path):
+    """The form answers at once with the import's progress; the panel polls until the import is written."""
+    import json
+    import threading
+
+    from django.db import connection
+
+    from annotation import imports
+    from annotation.models import ImportJob, Prompt
+
+    settings.PREFLOOP_IMPORT_IN_REQUEST_BYTES = 1024
+    settings.IMPORTS_DIR = tmp_path / "imports"
+    project = ProjectFactory()
+    data = tmp_path / "big.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Question {n}: what is true?"}) + "\n" for n in range(3000)))
+    admin_page.goto(f"{live_server.url}/projects/{project.slug}/import/")
+    admin_page.set_input_files("input[type=file]", str(data))
+    admin_page.click("button:has-text('Import')")
+    admin_page.wait_for_selector("#import-progress")
+    assert "Queued" in admin_page.inner_text("#import-progress")
+    admin_page.screenshot(path=str(output_dir / "import-queued.png"))
+
+    job = ImportJob.objects.get()
+
+    def run_as_the_default_worker():
+        try:
+            imports.import_run(job.pk)
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=run_as_the_default_worker)
+    worker.start()
+    worker.join(timeout=120)
+    admin_page.wait_for_function("() => document.querySelector('#import-progress').innerText.includes('Imported: 3000 rows')", timeout=15000)
+    assert Prompt.objects.filter(project=project).count() == 3000
+    admin_page.screenshot(path=str(output_dir / "import-done.png"))

@@ -1,16 +1,18 @@
+from pathlib import Path
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from annotation import services
+from annotation import imports
 from config.web import validation_message
-from annotation.importing import ImportFileError
 from annotation.models import Project
 
 
 class Command(BaseCommand):
     help = (
         "Import prompts or preference pairs from JSONL, JSON or CSV (optionally gzipped). "
-        "A file with a broken row is rejected whole."
+        "Every row is checked before any is written (a file with a broken row is rejected whole), then written a "
+        "chunk per transaction, so labelers keep working on SQLite; the import shows on the Jobs page."
     )
     requires_system_checks = []  # saves half a second per import; `manage.py check` still runs them
 
@@ -25,19 +27,18 @@ class Command(BaseCommand):
             project = Project.objects.get(slug=options["project_slug"])
         except Project.DoesNotExist as exc:
             raise CommandError(f"No project with slug {options['project_slug']!r}.") from exc
+        path = Path(options["file"])
+        if not path.is_file():
+            raise CommandError(f"Cannot read {options['file']}: no such file.")
         try:
-            with open(options["file"], "rb") as stream:
-                report = services.prompts_import_file(
-                    project=project,
-                    stream=stream,
-                    filename=options["file"],
-                    source=options["source"],
-                    heldout_fraction=options["heldout_fraction"],
-                )
+            job = imports.import_job_for_file(
+                project=project, path=path, source=options["source"], heldout_fraction=options["heldout_fraction"]
+            )
         except OSError as exc:
             raise CommandError(f"Cannot read {options['file']}: {exc.strerror}") from exc
-        except ImportFileError as exc:
-            raise CommandError(f"Nothing was imported. {options['file']}, {exc}") from exc
         except ValidationError as exc:
             raise CommandError(validation_message(exc)) from exc
-        self.stdout.write(self.style.SUCCESS(f"Imported into {project.slug}: {report.summary()}."))
+        job = imports.import_run(job.pk)
+        if job.status != job.Status.SUCCEEDED:
+            raise CommandError(f"Nothing was imported. {options['file']}, {job.problem}")
+        self.stdout.write(self.style.SUCCESS(f"Imported into {project.slug}: {imports.import_report(job).summary()}."))
