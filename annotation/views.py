@@ -82,7 +82,7 @@ def _import_upload(request, project, form):
     return report, None, None
 
 
-@require(MANAGE)
+@require(EXPLORE)
 def import_detail(request, import_id):
     job = get_object_or_404(ImportJob.objects.select_related("project", "requested_by"), pk=import_id)
     context = {"import_job": job, "project": job.project, "report": imports.import_report(job), "progress": job_progress(job)}

@@ -9,7 +9,7 @@ from rest_framework.views import APIView
 
 from annotation.api.jobs import JOB_STATE_FIELDS, JobProgressSerializer, JobStateSerializer
 from annotation.models import ImportJob
-from annotation.roles import IsAdmin
+from annotation.roles import CanExplore, IsAdmin
 from config.api import error_responses
 from config.job_queue import job_progress
 from config.jobs import job_cancel
@@ -36,7 +36,7 @@ class ImportJobSerializer(JobStateSerializer, serializers.ModelSerializer):
 @extend_schema_view(get=extend_schema(responses={200: ImportJobSerializer, **error_responses(404)}))
 class ImportJobDetail(generics.RetrieveAPIView):
     serializer_class = ImportJobSerializer
-    permission_classes = [IsAdmin]
+    permission_classes = [CanExplore]
     queryset = ImportJob.objects.select_related("project")
 
 

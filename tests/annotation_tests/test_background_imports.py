@@ -128,3 +128,29 @@ def test_a_cancel_during_the_write_pass_leaves_nothing_on_a_real_worker(api_clie
     job = ImportJob.objects.get(pk=pk)
     assert job.status == "cancelled" and 0 < job.rows_written < rows
     assert not Prompt.objects.exists() and not Candidate.objects.exists() and not PreferencePair.objects.exists()
+
+
+@pytest.mark.django_db
+def test_who_may_import_follow_and_cancel(client, api_client, users, project, background):
+    labeler, researcher = users["labeler"], users["researcher"]
+    api_client.force_authenticate(labeler)
+    assert api_client.post(f"/api/projects/{project.slug}/prompts/import/", {"file": upload(jsonl(100))}, format="multipart").status_code == 403
+    api_client.force_authenticate(researcher)
+    assert api_client.post(f"/api/projects/{project.slug}/prompts/import/", {"file": upload(jsonl(100))}, format="multipart").status_code == 403
+    assert not ImportJob.objects.exists()
+
+    api_client.force_authenticate(users["admin"])
+    job = ImportJob.objects.get(pk=api_client.post(f"/api/projects/{project.slug}/prompts/import/", {"file": upload(jsonl(100))}, format="multipart").json()["id"])
+    api_client.force_authenticate(researcher)
+    assert api_client.get(f"/api/imports/{job.pk}/").status_code == 200  # researchers follow, as on the Jobs page
+    assert api_client.post(f"/api/imports/{job.pk}/cancel/").status_code == 403
+    client.force_login(researcher)
+    page = client.get(reverse("import_detail", args=[job.pk]))
+    assert page.status_code == 200 and b"Cancel import" not in page.content
+    assert client.post(reverse("import_cancel", args=[job.pk])).status_code == 403
+    api_client.force_authenticate(labeler)
+    assert api_client.get(f"/api/imports/{job.pk}/").status_code == 403
+    client.force_login(labeler)
+    assert client.get(reverse("import_detail", args=[job.pk])).status_code == 403
+    job.refresh_from_db()
+    assert job.status == "queued"
