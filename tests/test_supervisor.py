@@ -18,9 +18,9 @@ import pytest
 from generation.models import GenerationJob, ModelVersion
 from tests.factories import ProjectFactory
 from tests.test_demo import free_port
-from tests.test_dead_workers import _forget_connections, long_generation
+from tests.test_dead_workers import long_generation
 from tests import worker
-from tests.worker import Output, wait_until
+from tests.worker import Output, forget_connections, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ def filesystem_broker(folder: Path):
     saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
     os.environ["CELERY_BROKER_URL"] = "filesystem://"
     app.conf.broker_url, app.conf.broker_transport_options = "filesystem://", options
-    _forget_connections(app)
+    forget_connections(app)
     try:
         yield
     finally:
@@ -48,7 +48,7 @@ def filesystem_broker(folder: Path):
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
             os.environ["CELERY_BROKER_URL"] = environ_url
-        _forget_connections(app)
+        forget_connections(app)
 
 
 def serve_children(serve_pid: int) -> dict[str, int]:

@@ -125,7 +125,7 @@ def broker(url: str, extra_env: dict | None = None):
     saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
     os.environ["CELERY_BROKER_URL"] = url  # Celery reads it before its configuration
     app.conf.broker_url, app.conf.broker_transport_options = url, _transport_options(url)
-    _forget_connections(app)
+    forget_connections(app)
     try:
         yield {**(extra_env or {}), "CELERY_BROKER_URL": url}
     finally:
@@ -134,7 +134,7 @@ def broker(url: str, extra_env: dict | None = None):
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
             os.environ["CELERY_BROKER_URL"] = environ_url
-        _forget_connections(app)
+        forget_connections(app)
 
 
 def _transport_options(url: str) -> dict:
@@ -147,7 +147,7 @@ def _transport_options(url: str) -> dict:
     return {}
 
 
-def _forget_connections(app) -> None:
+def forget_connections(app) -> None:
     """The next message takes a connection to the broker now configured (kombu keeps one pool per broker)."""
     app._pool = None
     app.amqp._producer_pool = None
