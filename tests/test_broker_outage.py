@@ -11,6 +11,7 @@ import pytest
 from annotation.labeling import ranking_item_create
 from generation.models import Candidate, GenerationJob
 from tests.factories import PromptFactory, user_with_role
+from tests.test_demo import free_port
 from tests.training_tests.conftest import SMALL_RUN, ranked_project, tiny_version  # noqa: F401 - fixtures
 from tests.worker import Beat, Worker, broker, wait_until
 from training.models import TrainingRun
@@ -18,12 +19,6 @@ from training.models import TrainingRun
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 FAST_REAPER = {"PREFLOOP_JOB_REAPER_SECONDS": "2"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class RedisServer:

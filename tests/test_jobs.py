@@ -254,7 +254,7 @@ def test_a_job_the_broker_did_not_take_says_so_and_is_sent_again_later(project, 
     """The broker is down (nothing listens on the port): the launch keeps the row, the queue line says why it waits,
     and the reaper's re-send fails quietly until the broker answers (tests/test_broker_outage.py runs the recovery)."""
     from config.jobs import job_dispatch, redispatch_undelivered_jobs, waits_for_broker
-    from tests.test_broker_outage import free_port
+    from tests.test_demo import free_port
     from tests.worker import broker
 
     job = generation_job(project, policy)

@@ -20,7 +20,7 @@ from tests.factories import ProjectFactory
 from tests.test_demo import free_port
 from tests.test_dead_workers import long_generation
 from tests import worker
-from tests.worker import Output, forget_connections, wait_until
+from tests.worker import Output, broker, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
@@ -29,26 +29,13 @@ pytestmark = pytest.mark.slow
 @contextmanager
 def filesystem_broker(folder: Path):
     """This process enqueues into a broker folder of its own, which the serve under test reads."""
-    from config.celery import app
-
     options = {name: str(folder / sub) for name, sub in (("data_folder_in", "queue"), ("data_folder_out", "queue"),
                                                          ("control_folder", "control"), ("processed_folder", "processed"))}
     options["store_processed"] = False
     for name in ("data_folder_in", "control_folder", "processed_folder"):
         Path(options[name]).mkdir(parents=True, exist_ok=True)
-    saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
-    os.environ["CELERY_BROKER_URL"] = "filesystem://"
-    app.conf.broker_url, app.conf.broker_transport_options = "filesystem://", options
-    forget_connections(app)
-    try:
+    with broker("filesystem://", transport_options=options):
         yield
-    finally:
-        environ_url, app.conf.broker_url, app.conf.broker_transport_options = saved
-        if environ_url is None:
-            os.environ.pop("CELERY_BROKER_URL", None)
-        else:
-            os.environ["CELERY_BROKER_URL"] = environ_url
-        forget_connections(app)
 
 
 def serve_children(serve_pid: int) -> dict[str, int]:

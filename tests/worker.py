@@ -117,15 +117,17 @@ class Beat:
 
 
 @contextmanager
-def broker(url: str, extra_env: dict | None = None):
-    """Point this process's Celery app (which enqueues the jobs) at ``url``; yields the environment for the processes
-    a test starts on the same broker (``extra_env`` added)."""
+def broker(url: str, extra_env: dict | None = None, transport_options: dict | None = None):
+    """Point this process's Celery app (which enqueues the jobs) at ``url`` (with ``transport_options``, by default
+    the settings' for their broker, the data directory's folders for another filesystem broker, none otherwise);
+    yields the environment for the processes a test starts on the same broker (``extra_env`` added)."""
     from config.celery import app
 
     saved = os.environ.get("CELERY_BROKER_URL"), app.conf.broker_url, app.conf.broker_transport_options
     os.environ["CELERY_BROKER_URL"] = url  # Celery reads it before its configuration
-    app.conf.broker_url, app.conf.broker_transport_options = url, _transport_options(url)
-    forget_connections(app)
+    app.conf.broker_url = url
+    app.conf.broker_transport_options = _transport_options(url) if transport_options is None else transport_options
+    _forget_connections(app)
     try:
         yield {**(extra_env or {}), "CELERY_BROKER_URL": url}
     finally:
@@ -134,7 +136,7 @@ def broker(url: str, extra_env: dict | None = None):
             os.environ.pop("CELERY_BROKER_URL", None)
         else:
             os.environ["CELERY_BROKER_URL"] = environ_url
-        forget_connections(app)
+        _forget_connections(app)
 
 
 def _transport_options(url: str) -> dict:
@@ -147,7 +149,7 @@ def _transport_options(url: str) -> dict:
     return {}
 
 
-def forget_connections(app) -> None:
+def _forget_connections(app) -> None:
     """The next message takes a connection to the broker now configured (kombu keeps one pool per broker)."""
     app._pool = None
     app.amqp._producer_pool = None
