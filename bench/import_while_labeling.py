@@ -75,7 +75,7 @@ import requests
 
 from common import BenchError, cpu_calibration
 from import_prompts import write_jsonl
-from labeling_loop import free_port, run_django, stop, wait_ready
+from labeling_loop import SETUP_CODE, free_port, run_django, stop, wait_ready
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable  # run this script with the project's virtualenv: the subprocesses use the same interpreter
@@ -88,74 +88,6 @@ AFTER_IMPORT_SECONDS = 2.0
 POLL_SECONDS = 0.2
 RUNS = ("in_request", "background")
 
-SETUP_CODE = r"""
-import json, random, sys, time
-import django
-django.setup()
-from django.db import transaction
-from django.test.utils import override_settings
-from rest_framework.authtoken.models import Token
-from annotation import services
-from annotation.importing import content_hash
-from annotation.models import Prompt, RankingItem
-from annotation.roles import ADMIN, LABELER
-from generation.models import Candidate, ModelVersion
-
-args = json.loads(sys.argv[1])
-rng = random.Random(args["seed"])
-WORDS = ('the a model answer question explain write summarize list compare data user system function python code '
-         'error request response example table number value because however therefore please briefly detail step '
-         'first second finally reason history science recipe travel budget email letter review story poem').split()
-
-def text(low, high):
-    target, parts, length = rng.randint(low, high), [], 0
-    while length < target:
-        sentence = " ".join(rng.choices(WORDS, k=rng.randint(6, 16))).capitalize() + "."
-        parts.append(sentence)
-        length += len(sentence) + 1
-    return " ".join(parts)
-
-started = time.perf_counter()
-K, CHUNK = args["k"], 1000
-with transaction.atomic():
-    project = services.project_create(name="Bench import while labeling", slug=args["slug"], responses_per_item=K,
-                                      rankings_per_item=args["rankings_per_item"], guidelines="Rank the best first.")
-    version = ModelVersion.objects.create(name="bench-policy", base_model="org/bench-policy")
-    Through = RankingItem.candidates.through
-    for start in range(0, args["items"], CHUNK):
-        numbers = range(start, min(start + CHUNK, args["items"]))
-        prompts = []
-        for number in numbers:
-            messages = [{"role": "user", "content": f"{text(80, 400)} (setup case {number})"}]
-            prompts.append(Prompt(project=project, messages=messages, content_hash=content_hash(messages),
-                                  source=args["source"]))
-        prompts = Prompt.objects.bulk_create(prompts)
-        candidates = []
-        for prompt in prompts:
-            for n in range(K):
-                body = f"{text(200, 800)} (answer {n})"
-                candidates.append(Candidate(prompt=prompt, text=body, text_hash=content_hash(body), source="generated",
-                                            model_version=version, sampling={"temperature": 0.8},
-                                            num_tokens=len(body) // 4, finish_reason="stop"))
-        candidates = Candidate.objects.bulk_create(candidates)
-        items = RankingItem.objects.bulk_create([RankingItem(project=project, prompt=prompt) for prompt in prompts])
-        Through.objects.bulk_create([
-            Through(rankingitem_id=item.pk, candidate_id=candidate.pk)
-            for index, item in enumerate(items) for candidate in candidates[index * K:(index + 1) * K]
-        ])
-
-# Token authentication never checks a password: a fast hasher keeps the setup short.
-with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
-    labelers = [services.user_create(username=f"bench-labeler-{n:03d}", password=f"pw-bench-{n}", role=LABELER)
-                for n in range(args["labelers"])]
-    admin = services.user_create(username="bench-admin", password="pw-bench-admin", role=ADMIN)
-print(json.dumps({
-    "items": RankingItem.objects.filter(project=project).count(),
-    "tokens": [Token.objects.create(user=user).key for user in labelers],
-    "admin_token": Token.objects.create(user=admin).key,
-    "seconds": time.perf_counter() - started,
-}))
-"""
 
 COUNT_CODE = r"""
 import json, sys
@@ -509,7 +441,7 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
           "and an admin ...", flush=True)
     setup = run_django("setup", SETUP_CODE, json.dumps({
         "slug": SLUG, "items": args.items, "labelers": args.labelers, "rankings_per_item": args.rankings_per_item,
-        "seed": args.seed, "k": K, "source": SETUP_SOURCE,
+        "seed": args.seed, "k": K, "source": SETUP_SOURCE, "admin": True,
     }), env, logs)
     print(f"  setup took {time.perf_counter() - started:.1f} s", flush=True)
     for leftover in ("db.sqlite3-wal", "db.sqlite3-shm"):  # the setup closed its connection: checkpointed

@@ -93,9 +93,11 @@ from rest_framework.authtoken.models import Token
 from annotation import services
 from annotation.importing import content_hash
 from annotation.models import Prompt, RankingItem
-from annotation.roles import LABELER
+from annotation.roles import ADMIN, LABELER
 from generation.models import Candidate, ModelVersion
 
+# {slug, items, labelers, rankings_per_item, seed} and optionally k (4), source ("bench") and admin (also make an
+# admin and give its token); bench/import_while_labeling.py uses it too.
 args = json.loads(sys.argv[1])
 rng = random.Random(args["seed"])
 WORDS = ('the a model answer question explain write summarize list compare data user system function python code '
@@ -113,7 +115,7 @@ def text(low, high):
     return " ".join(parts)
 
 started = time.perf_counter()
-K, CHUNK = 4, 1000
+K, CHUNK, SOURCE = args.get("k", 4), 1000, args.get("source", "bench")
 with transaction.atomic():
     project = services.project_create(name="Bench labeling", slug=args["slug"], responses_per_item=K,
                                       rankings_per_item=args["rankings_per_item"],
@@ -126,7 +128,7 @@ with transaction.atomic():
         for number in numbers:
             messages = [{"role": "system", "content": text(60, 200)}] if rng.random() < 0.2 else []
             messages.append({"role": "user", "content": f"{text(80, 400)} (case {number})"})
-            prompts.append(Prompt(project=project, messages=messages, content_hash=content_hash(messages), source="bench"))
+            prompts.append(Prompt(project=project, messages=messages, content_hash=content_hash(messages), source=SOURCE))
         prompts = Prompt.objects.bulk_create(prompts)
         candidates = []
         for prompt in prompts:
@@ -147,12 +149,14 @@ data_seconds = time.perf_counter() - started
 with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
     users = [services.user_create(username=f"bench-labeler-{n:04d}", password=f"pw-bench-{n}", role=LABELER)
              for n in range(args["labelers"])]
+    admin = services.user_create(username="bench-admin", password="pw-bench-admin", role=ADMIN) if args.get("admin") else None
 tokens = [Token.objects.create(user=user).key for user in users]
 print(json.dumps({
     "items": RankingItem.objects.filter(project=project).count(),
     "candidates": Candidate.objects.filter(prompt__project=project).count(),
     "rankings_per_item": project.rankings_per_item, "k": project.responses_per_item,
-    "tokens": tokens, "data_seconds": data_seconds, "seconds": time.perf_counter() - started,
+    "tokens": tokens, "admin_token": Token.objects.create(user=admin).key if admin else None,
+    "data_seconds": data_seconds, "seconds": time.perf_counter() - started,
 }))
 """
 
