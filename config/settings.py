@@ -278,8 +278,10 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # Libraries print to stdout (TRL's metrics, vLLM's notices); that is information, not a warning.
 CELERY_WORKER_REDIRECT_STDOUTS_LEVEL = "INFO"
+# A reaper message expires after a few periods, so that a worker back from an outage does not run a backlog of them;
+# one period was too short: on a loaded machine the default worker's poll and pool restart delay every message past it.
 CELERY_BEAT_SCHEDULE = {
-    "reap-dead-jobs": {"task": "config.celery.reap_dead_jobs", "schedule": JOB_REAPER_SECONDS, "options": {"expires": JOB_REAPER_SECONDS}},
+    "reap-dead-jobs": {"task": "config.celery.reap_dead_jobs", "schedule": JOB_REAPER_SECONDS, "options": {"expires": 5 * JOB_REAPER_SECONDS}},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_TASK_ROUTES = {

@@ -33,22 +33,36 @@ SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1}
 BROKERS = sorted({settings.CELERY_BROKER_URL, "filesystem://"})
 
 
+class Lifecycle:
+    """Beat and a default-queue worker (which runs the reaper), on one broker, with a fast lifecycle."""
+
+    def __init__(self, env: dict, schedule_file):
+        self.env = env
+        self.default = Worker("default", extra_env=env)
+        self.beat = Beat(schedule_file, extra_env=env)
+
+    def logs(self) -> str:
+        """What the reaper's side printed, for a test that timed out waiting for it."""
+        return f"default worker:\n{self.default.log[-6000:]}\nbeat:\n{self.beat.log[-3000:]}"
+
+    def stop(self) -> None:
+        self.beat.stop()
+        self.default.stop()
+
+
 @pytest.fixture(params=BROKERS)
 def lifecycle(request, tmp_path):
-    """Beat and a default-queue worker (which runs the reaper), on one broker, with a fast lifecycle."""
     with broker(request.param, FAST_LIFECYCLE) as env:
-        default = Worker("default", extra_env=env)
-        beat = Beat(tmp_path / "beat-schedule", extra_env=env)
+        processes = Lifecycle(env, tmp_path / "beat-schedule")
         try:
-            yield env
+            yield processes
         finally:
-            beat.stop()
-            default.stop()
+            processes.stop()
 
 
 @pytest.fixture
 def gpu(lifecycle):
-    worker = Worker("gpu", extra_env=lifecycle)
+    worker = Worker("gpu", extra_env=lifecycle.env)
     yield worker
     if worker.process.poll() is None:
         worker.stop()
@@ -65,18 +79,19 @@ def kill_in_the_middle(worker: Worker, model, pk, started) -> None:
     worker.process.wait(timeout=30)
 
 
-def assert_reaped(model, pk) -> None:
+def assert_reaped(lifecycle: Lifecycle, model, pk) -> None:
     """Marked failed by the reaper within its period of the job's heartbeat going stale."""
-    wait_until(lambda: model.objects.get(pk=pk).status != "running", DEAD_AFTER + REAPER + 30, f"for {model.__name__} {pk} to be reaped")
+    wait_until(lambda: model.objects.get(pk=pk).status != "running", DEAD_AFTER + REAPER + 30,
+               lambda: f"for {model.__name__} {pk} to be reaped\n{lifecycle.logs()}")
     job = model.objects.get(pk=pk)
     assert job.status == "failed" and job.error == model.dead_worker_message
     silent_for = (job.finished_at - job.heartbeat_at).total_seconds()
     assert DEAD_AFTER <= silent_for <= DEAD_AFTER + REAPER + 5, silent_for
 
 
-def run_next(env, model, pk) -> None:
+def run_next(lifecycle: Lifecycle, model, pk) -> None:
     """A fresh GPU worker takes the job queued behind the dead one."""
-    worker = Worker("gpu", extra_env=env, purge=False)
+    worker = Worker("gpu", extra_env=lifecycle.env, purge=False)
     try:
         wait_until(lambda: model.objects.get(pk=pk).status in ("succeeded", "failed", "cancelled"), 240, f"for {model.__name__} {pk}:\n{worker.log}")
     finally:
@@ -115,7 +130,7 @@ def test_a_generation_job_killed_midway_then_a_scoring_job(lifecycle, gpu, tiny_
     dead = long_generation(ProjectFactory(responses_per_item=2), ModelVersion.objects.create(name="tiny", base_model=tiny_model))
     following = scoring.scoring_job_create(project=scored_project(20), reward_version=reward_version)
     kill_in_the_middle(gpu, GenerationJob, dead.pk, started=lambda job: job.prompts_done > 0)
-    assert_reaped(GenerationJob, dead.pk)
+    assert_reaped(lifecycle, GenerationJob, dead.pk)
     assert 0 < GenerationJob.objects.get(pk=dead.pk).prompts_done < dead.prompts_total
     run_next(lifecycle, ScoringJob, following.pk)
 
@@ -128,7 +143,7 @@ def test_a_training_run_killed_midway_then_a_generation_job(lifecycle, gpu, rank
         sampling={**SAMPLING, "max_new_tokens": 8}, backend="transformers",
     )
     kill_in_the_middle(gpu, TrainingRun, dead.pk, started=lambda run: run.step >= 2)
-    assert_reaped(TrainingRun, dead.pk)
+    assert_reaped(lifecycle, TrainingRun, dead.pk)
     assert not ModelVersion.objects.filter(training_run_id=dead.pk).exists()
     run_next(lifecycle, GenerationJob, following.pk)
 
@@ -137,7 +152,7 @@ def test_a_scoring_job_killed_midway_then_a_training_run(lifecycle, gpu, ranked_
     dead = scoring.scoring_job_create(project=scored_project(30_000), reward_version=reward_version)
     following = services.training_run_create(kind="reward", base_version=tiny_version, projects=[ranked_project], settings={**SMALL_RUN, "epochs": 1})
     kill_in_the_middle(gpu, ScoringJob, dead.pk, started=lambda job: job.candidates_done > 0)
-    assert_reaped(ScoringJob, dead.pk)
+    assert_reaped(lifecycle, ScoringJob, dead.pk)
     assert 0 < ScoringJob.objects.get(pk=dead.pk).candidates_done < dead.candidates_total
     run_next(lifecycle, TrainingRun, following.pk)
     assert ModelVersion.objects.filter(training_run_id=following.pk, kind="reward").exists()

@@ -88,13 +88,14 @@ class Worker:
             self.process.kill()
 
 
-def wait_until(condition, timeout: float, message: str = "") -> None:
+def wait_until(condition, timeout: float, message="") -> None:
+    """``message`` may be a callable, to describe the state at the time out (a process's log, say)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout}s {message}")
+    raise AssertionError(f"timed out after {timeout}s {message() if callable(message) else message}")
 
 
 class Beat:
@@ -107,6 +108,10 @@ class Beat:
         )
         self.output = Output(self.process)
         self.output.wait_for(r"beat: Starting", timeout=60)
+
+    @property
+    def log(self) -> str:
+        return self.output.text
 
     def stop(self) -> None:
         self.process.terminate()
