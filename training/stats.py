@@ -1,0 +1,223 @@
+"""The statistics of evaluations and the leaderboard (pure Python and numpy: no Django).
+
+Every figure comes with its 95% interval and the count behind it, and every resampling draws from a generator seeded
+with ``SEED``, so the same data gives the same figures on every machine.
+
+- Win rates and means are bootstrapped over prompts (the unit that was sampled): each prompt's value is the mean over
+  its samples, and a bootstrap draw resamples prompts with replacement. The interval is the percentile interval.
+- Ratings are a Bradley–Terry fit by maximum likelihood on pairwise outcomes (1 a win, 0.5 a tie, 0 a loss: a tie is
+  half a win each way), on the Elo scale Chatbot Arena uses (400 points = 10:1 odds) centred on 1000, with a tiny
+  ridge so that a version that never lost keeps a finite rating. Intervals resample the comparisons.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+SEED = 20261201
+BOOTSTRAP_DRAWS = 1000
+LEVEL = 0.95
+ELO_SCALE, ELO_CENTRE = 400.0 / math.log(10.0), 1000.0
+RIDGE = 1e-3  # on the natural (log-odds) scale: negligible against a real comparison, finite against none
+LENGTH_MATCH = 0.10  # two responses are of matching length when they differ by at most 10% of the longer
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate, its 95% interval and how many units (prompts, comparisons) it rests on."""
+
+    value: float | None
+    low: float | None
+    high: float | None
+    count: int
+
+    def as_dict(self) -> dict:
+        return {"value": self.value, "low": self.low, "high": self.high, "count": self.count}
+
+
+EMPTY = Estimate(None, None, None, 0)
+
+
+def bootstrap_mean(per_unit: Sequence[float], *, draws: int = BOOTSTRAP_DRAWS, seed: int = SEED) -> Estimate:
+    """The mean of one value per unit (per prompt), with a percentile bootstrap interval over units."""
+    values = np.asarray(per_unit, dtype=float)
+    if not len(values):
+        return EMPTY
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+    return Estimate(float(values.mean()), float(low), float(high), len(values))
+
+
+def outcome(score_a: float, score_b: float) -> float:
+    """1 when a scored higher, 0 when b did, 0.5 for a tie."""
+    return 1.0 if score_a > score_b else 0.0 if score_a < score_b else 0.5
+
+
+def lengths_match(length_a: int, length_b: int) -> bool:
+    return abs(length_a - length_b) <= LENGTH_MATCH * max(length_a, length_b)
+
+
+@dataclass(frozen=True)
+class Response:
+    """One response of an evaluation, as the statistics need it."""
+
+    prompt: Hashable
+    model: Hashable
+    sample: int
+    score: float | None
+    length: int
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """Judge figures for model ``a`` against model ``b`` over the prompts both answered."""
+
+    a: Hashable
+    b: Hashable
+    win_rate: Estimate  # a's, ties counted half
+    win_rate_length_matched: Estimate  # the same, over the sample pairs whose lengths are within 10%
+    wins: int
+    ties: int
+    losses: int
+
+    def as_dict(self) -> dict:
+        return {
+            "a": self.a, "b": self.b, "win_rate": self.win_rate.as_dict(),
+            "win_rate_length_matched": self.win_rate_length_matched.as_dict(),
+            "wins": self.wins, "ties": self.ties, "losses": self.losses,
+        }
+
+
+def judge_pair(responses: Sequence[Response], a: Hashable, b: Hashable) -> PairResult:
+    """a against b: sample i of a prompt meets sample i of the same prompt; each prompt's outcome is the mean of its
+    meetings, and the interval resamples prompts."""
+    meetings = _meetings(responses, a, b)
+    all_outcomes = [result for outcomes in meetings.values() for result, _ in outcomes]
+    matched = {prompt: [(r, m) for r, m in outcomes if m] for prompt, outcomes in meetings.items()}
+    return PairResult(
+        a=a, b=b,
+        win_rate=bootstrap_mean([np.mean([r for r, _ in outcomes]) for outcomes in meetings.values()]),
+        win_rate_length_matched=bootstrap_mean([np.mean([r for r, _ in outcomes]) for outcomes in matched.values() if outcomes]),
+        wins=sum(1 for r in all_outcomes if r == 1.0),
+        ties=sum(1 for r in all_outcomes if r == 0.5),
+        losses=sum(1 for r in all_outcomes if r == 0.0),
+    )
+
+
+def _meetings(responses: Sequence[Response], a: Hashable, b: Hashable) -> dict[Hashable, list[tuple[float, bool]]]:
+    """Per prompt, each (outcome for a, lengths match) of a's sample i against b's sample i, scored ones only."""
+    by_key = {(r.prompt, r.model, r.sample): r for r in responses if r.score is not None}
+    meetings: dict[Hashable, list[tuple[float, bool]]] = {}
+    for (prompt, model, sample), mine in sorted(by_key.items(), key=lambda kv: (str(kv[0][0]), kv[0][2])):
+        theirs = by_key.get((prompt, b, sample)) if model == a else None
+        if theirs is not None:
+            meetings.setdefault(prompt, []).append((outcome(mine.score, theirs.score), lengths_match(mine.length, theirs.length)))
+    return meetings
+
+
+def per_prompt_mean(responses: Sequence[Response], model: Hashable, value: Callable[[Response], float | None]) -> Estimate:
+    """A model's mean of ``value`` (its reward, its length): the mean over each prompt's samples, bootstrapped over
+    prompts."""
+    by_prompt: dict[Hashable, list[float]] = {}
+    for response in responses:
+        if response.model == model and (v := value(response)) is not None:
+            by_prompt.setdefault(response.prompt, []).append(v)
+    return bootstrap_mean([np.mean(values) for _, values in sorted(by_prompt.items(), key=lambda kv: str(kv[0]))])
+
+
+# --- Bradley–Terry --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Comparison:
+    a: Hashable
+    b: Hashable
+    outcome: float  # for a: 1 win, 0.5 tie, 0 loss
+
+
+@dataclass(frozen=True)
+class Rating:
+    model: Hashable
+    rating: Estimate  # Elo scale, centred on 1000; count = comparisons the model took part in
+    wins: int
+    ties: int
+    losses: int
+
+    def as_dict(self) -> dict:
+        return {"model": self.model, "rating": self.rating.as_dict(), "wins": self.wins, "ties": self.ties, "losses": self.losses}
+
+
+def bradley_terry(comparisons: Sequence[Comparison], ridge: float = RIDGE) -> dict[Hashable, float]:
+    """Maximum-likelihood strengths on the Elo scale (mean 1000) of every model that took part."""
+    models = sorted({c.a for c in comparisons} | {c.b for c in comparisons}, key=str)
+    if not models:
+        return {}
+    index = {model: i for i, model in enumerate(models)}
+    a = np.array([index[c.a] for c in comparisons])
+    b = np.array([index[c.b] for c in comparisons])
+    y = np.array([c.outcome for c in comparisons], dtype=float)
+    theta = _newton(len(models), a, b, y, ridge)
+    return {model: float(ELO_CENTRE + ELO_SCALE * t) for model, t in zip(models, theta, strict=True)}
+
+
+def _newton(n: int, a: np.ndarray, b: np.ndarray, y: np.ndarray, ridge: float, steps: int = 100) -> np.ndarray:
+    """Newton's method on the penalised log-likelihood sum y·log σ(θa−θb) + (1−y)·log σ(θb−θa) − ridge/2·|θ|²,
+    which is concave, so it converges from zero; the mean is then removed (only differences are identified)."""
+    theta = np.zeros(n)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(theta[a] - theta[b])))
+        residual = y - p
+        gradient = np.bincount(a, residual, n) - np.bincount(b, residual, n) - ridge * theta
+        weight = p * (1.0 - p)
+        hessian = np.zeros((n, n))
+        np.add.at(hessian, (a, a), -weight)
+        np.add.at(hessian, (b, b), -weight)
+        np.add.at(hessian, (a, b), weight)
+        np.add.at(hessian, (b, a), weight)
+        hessian -= ridge * np.eye(n)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return theta - theta.mean()
+
+
+def ratings(comparisons: Sequence[Comparison], *, draws: int = BOOTSTRAP_DRAWS, seed: int = SEED) -> list[Rating]:
+    """Every model's Bradley–Terry rating with a bootstrap interval over comparisons, best first."""
+    point = bradley_terry(comparisons)
+    rng = np.random.default_rng(seed)
+    samples: dict[Hashable, list[float]] = {model: [] for model in point}
+    for _ in range(draws if comparisons else 0):
+        drawn = [comparisons[i] for i in rng.integers(0, len(comparisons), size=len(comparisons))]
+        fitted = bradley_terry(drawn)
+        for model in point:
+            if model in fitted:  # a model absent from a draw has no rating in it
+                samples[model].append(fitted[model])
+    results = []
+    for model, value in point.items():
+        low, high = np.quantile(samples[model], [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if samples[model] else (None, None)
+        record = _record(comparisons, model)
+        results.append(Rating(model, Estimate(value, _float(low), _float(high), sum(record)), *record))
+    return sorted(results, key=lambda r: -r.rating.value)
+
+
+def _record(comparisons: Sequence[Comparison], model: Hashable) -> tuple[int, int, int]:
+    """(wins, ties, losses) of a model."""
+    outcomes = [c.outcome for c in comparisons if c.a == model] + [1.0 - c.outcome for c in comparisons if c.b == model]
+    return sum(o == 1.0 for o in outcomes), sum(o == 0.5 for o in outcomes), sum(o == 0.0 for o in outcomes)
+
+
+def _float(value) -> float | None:
+    return None if value is None else float(value)
+
+
+def agreement(judge: Mapping[Hashable, float], human: Mapping[Hashable, float]) -> Estimate:
+    """How often the judge and the humans preferred the same response, over the comparisons both decided (a human
+    tie or a judge tie is not a decision); bootstrapped over those comparisons."""
+    shared = sorted((key for key in judge.keys() & human.keys() if judge[key] != 0.5 and human[key] != 0.5), key=str)
+    return bootstrap_mean([1.0 if judge[key] == human[key] else 0.0 for key in shared])
