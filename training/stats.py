@@ -154,32 +154,55 @@ class Rating:
 
 def bradley_terry(comparisons: Sequence[Comparison], ridge: float = RIDGE) -> dict[Hashable, float]:
     """Maximum-likelihood strengths on the Elo scale (mean 1000) of every model that took part."""
-    models = sorted({c.a for c in comparisons} | {c.b for c in comparisons}, key=str)
-    if not models:
-        return {}
-    index = {model: i for i, model in enumerate(models)}
-    a = np.array([index[c.a] for c in comparisons])
-    b = np.array([index[c.b] for c in comparisons])
-    y = np.array([c.outcome for c in comparisons], dtype=float)
-    theta = _newton(len(models), a, b, y, ridge)
-    return {model: float(ELO_CENTRE + ELO_SCALE * t) for model, t in zip(models, theta, strict=True)}
+    table = _Table(comparisons)
+    return table.fit(table.counts, ridge)
 
 
-def _newton(n: int, a: np.ndarray, b: np.ndarray, y: np.ndarray, ridge: float, steps: int = 100) -> np.ndarray:
-    """Newton's method on the penalised log-likelihood sum y·log σ(θa−θb) + (1−y)·log σ(θb−θa) − ridge/2·|θ|²,
+class _Table:
+    """The comparisons grouped by (a, b, outcome): the likelihood depends on nothing else, so a fit is over a few
+    rows and a bootstrap draw is a multinomial draw of their counts."""
+
+    def __init__(self, comparisons: Sequence[Comparison]):
+        self.models = sorted({c.a for c in comparisons} | {c.b for c in comparisons}, key=str)
+        index = {model: i for i, model in enumerate(self.models)}
+        grouped: dict[tuple[int, int, float], int] = {}
+        for c in comparisons:
+            key = (index[c.a], index[c.b], float(c.outcome))
+            grouped[key] = grouped.get(key, 0) + 1
+        keys = sorted(grouped)
+        self.a = np.array([k[0] for k in keys], dtype=int)
+        self.b = np.array([k[1] for k in keys], dtype=int)
+        self.y = np.array([k[2] for k in keys], dtype=float)
+        self.counts = np.array([grouped[k] for k in keys], dtype=float)
+
+    def fit(self, counts: np.ndarray, ridge: float = RIDGE) -> dict[Hashable, float]:
+        """Ratings of the models that play in the rows with a count (a model absent from a draw has none)."""
+        present = sorted(set(self.a[counts > 0]) | set(self.b[counts > 0]))
+        if not present:
+            return {}
+        local = {model: i for i, model in enumerate(present)}
+        keep = counts > 0
+        theta = _newton(
+            len(present), np.array([local[i] for i in self.a[keep]], dtype=int), np.array([local[i] for i in self.b[keep]], dtype=int),
+            self.y[keep], counts[keep], ridge,
+        )
+        return {self.models[m]: float(ELO_CENTRE + ELO_SCALE * t) for m, t in zip(present, theta, strict=True)}
+
+
+def _newton(n: int, a: np.ndarray, b: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float, steps: int = 100) -> np.ndarray:
+    """Newton's method on the penalised log-likelihood Σ w·[y·log σ(θa−θb) + (1−y)·log σ(θb−θa)] − ridge/2·|θ|²,
     which is concave, so it converges from zero; the mean is then removed (only differences are identified)."""
     theta = np.zeros(n)
     for _ in range(steps):
         p = 1.0 / (1.0 + np.exp(-(theta[a] - theta[b])))
-        residual = y - p
+        residual = w * (y - p)
         gradient = np.bincount(a, residual, n) - np.bincount(b, residual, n) - ridge * theta
-        weight = p * (1.0 - p)
-        hessian = np.zeros((n, n))
+        weight = w * p * (1.0 - p)
+        hessian = -ridge * np.eye(n)
         np.add.at(hessian, (a, a), -weight)
         np.add.at(hessian, (b, b), -weight)
         np.add.at(hessian, (a, b), weight)
         np.add.at(hessian, (b, a), weight)
-        hessian -= ridge * np.eye(n)
         step = np.linalg.solve(hessian, gradient)
         theta -= step
         if np.max(np.abs(step)) < 1e-10:
@@ -189,15 +212,14 @@ def _newton(n: int, a: np.ndarray, b: np.ndarray, y: np.ndarray, ridge: float, s
 
 def ratings(comparisons: Sequence[Comparison], *, draws: int = BOOTSTRAP_DRAWS, seed: int = SEED) -> list[Rating]:
     """Every model's Bradley–Terry rating with a bootstrap interval over comparisons, best first."""
-    point = bradley_terry(comparisons)
+    table = _Table(comparisons)
+    point = table.fit(table.counts)
     rng = np.random.default_rng(seed)
     samples: dict[Hashable, list[float]] = {model: [] for model in point}
-    for _ in range(draws if comparisons else 0):
-        drawn = [comparisons[i] for i in rng.integers(0, len(comparisons), size=len(comparisons))]
-        fitted = bradley_terry(drawn)
-        for model in point:
-            if model in fitted:  # a model absent from a draw has no rating in it
-                samples[model].append(fitted[model])
+    total = int(table.counts.sum())
+    for _ in range(draws if total else 0):
+        for model, value in table.fit(rng.multinomial(total, table.counts / total).astype(float)).items():
+            samples[model].append(value)
     results = []
     for model, value in point.items():
         low, high = np.quantile(samples[model], [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) if samples[model] else (None, None)
