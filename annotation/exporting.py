@@ -105,6 +105,8 @@ def selected_rankings(projects: list[Project], pair_filter: PairFilter) -> Query
     rankings = Ranking.objects.filter(item__project__in=projects).order_by("id")
     if pair_filter.exclude_flagged:
         rankings = rankings.exclude(item__status__in=[RankingItem.Status.FLAGGED, RankingItem.Status.RETIRED])
+    if not pair_filter.include_evaluation:
+        rankings = rankings.exclude(item__origin=RankingItem.Origin.EVALUATION)
     if _narrows_rankings(pair_filter):
         rankings = rankings.filter(pk__in=selected_pairs(projects, pair_filter).values("ranking_id"))
     return rankings

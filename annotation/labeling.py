@@ -53,14 +53,16 @@ def lease_duration() -> timedelta:
     return timedelta(minutes=settings.PREFLOOP_LEASE_MINUTES)
 
 
-def ranking_item_create(*, prompt: Prompt, candidates: Sequence[Candidate]) -> RankingItem:
+def ranking_item_create(
+    *, prompt: Prompt, candidates: Sequence[Candidate], origin: str = RankingItem.Origin.GENERATION
+) -> RankingItem:
     """Put K candidates of a prompt in front of labelers."""
     project = prompt.project
     if len(candidates) != project.responses_per_item:
         raise LabelingError(f"An item of {project.slug} shows {project.responses_per_item} responses, not {len(candidates)}.")
     if any(candidate.prompt_id != prompt.pk for candidate in candidates):
         raise LabelingError("Every candidate of an item must answer the item's prompt.")
-    item = RankingItem.objects.create(project=project, prompt=prompt)
+    item = RankingItem.objects.create(project=project, prompt=prompt, origin=origin)
     item.candidates.set(candidates)
     return item
 

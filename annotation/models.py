@@ -108,7 +108,15 @@ class RankingItem(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="items")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="items")
     candidates = models.ManyToManyField("generation.Candidate", related_name="items")
+    class Origin(models.TextChoices):
+        GENERATION = "generation", "Generated candidates"
+        EVALUATION = "evaluation", "Blind comparison from an evaluation"
+
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    origin = models.CharField(
+        max_length=10, choices=Origin.choices, default=Origin.GENERATION,
+        help_text="Where its responses come from (never shown to labelers); pair filters can leave evaluation items out.",
+    )
     rankings_count = models.PositiveSmallIntegerField(default=0, help_text="Submitted rankings, kept for queue ordering.")
     reward_spread = models.FloatField(
         null=True, blank=True, help_text="Highest minus lowest reward of its candidates (the project's queue reward model)."

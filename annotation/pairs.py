@@ -47,6 +47,10 @@ class PairFilter:
         True, "Leave out the pairs of flagged and retired items.", flag="--include-flagged",
         label="Leave out flagged and retired items",
     )
+    include_evaluation: bool = _option(
+        True, "Keep the pairs labelers gave on blind comparisons sent from evaluations.", flag="--exclude-evaluation",
+        label="Keep pairs from blind evaluation comparisons",
+    )
     min_agreement: float | None = _option(
         None, "Only human pairs of items ranked by two or more labelers who agree at least this much (0 to 1); "
         "imported pairs are kept.", flag="--min-agreement",
@@ -126,14 +130,16 @@ def pair_filter_from(data: dict | None) -> PairFilter:
     if created_from and created_to and created_from > created_to:
         errors["created_to"] = "The end date is before the start date."
     model_versions = _model_versions(data.get("model_versions"), errors)
-    exclude_flagged = data.get("exclude_flagged", default.exclude_flagged)
-    if not isinstance(exclude_flagged, bool):
-        errors["exclude_flagged"] = "Use true or false."
+    exclude_flagged, include_evaluation = (data.get(name, getattr(default, name)) for name in ("exclude_flagged", "include_evaluation"))
+    for name, value in (("exclude_flagged", exclude_flagged), ("include_evaluation", include_evaluation)):
+        if not isinstance(value, bool):
+            errors[name] = "Use true or false."
     if errors:
         raise ValidationError(errors)
     return PairFilter(
         sources=sources,
         exclude_flagged=exclude_flagged,
+        include_evaluation=include_evaluation,
         min_agreement=min_agreement,
         created_from=created_from,
         created_to=created_to,
@@ -186,6 +192,8 @@ def selected_pairs(projects: list[Project], pair_filter: PairFilter) -> QuerySet
     pairs = PreferencePair.objects.filter(project__in=projects, source__in=pair_filter.sources)
     if pair_filter.exclude_flagged:
         pairs = pairs.exclude(ranking__item__status__in=[RankingItem.Status.FLAGGED, RankingItem.Status.RETIRED])
+    if not pair_filter.include_evaluation:
+        pairs = pairs.exclude(ranking__item__origin=RankingItem.Origin.EVALUATION)
     if pair_filter.created_from:
         pairs = pairs.filter(created_at__gte=_day_start(pair_filter.created_from))
     if pair_filter.created_to:

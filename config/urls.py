@@ -14,7 +14,9 @@ from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
 from generation import views as generation_views
 from generation.api import views as generation_api
+from training import evaluation_views
 from training import views as training_views
+from training.api import evaluations as evaluations_api
 from training.api import views as training_api
 
 api = [
@@ -62,6 +64,11 @@ api = [
     path("api/scoring-jobs/<int:pk>/cancel/", training_api.ScoringJobCancel.as_view(), name="api_scoring_job_cancel"),
     path("api/projects/<slug:slug>/queue-order/", training_api.QueueOrder.as_view(), name="api_queue_order"),
     path("api/projects/<slug:slug>/reward-accuracy/", training_api.RewardAccuracy.as_view(), name="api_reward_accuracy"),
+    path("api/projects/<slug:slug>/leaderboard/", evaluations_api.Leaderboard.as_view(), name="api_leaderboard"),
+    path("api/evaluations/", evaluations_api.EvaluationList.as_view(), name="api_evaluations"),
+    path("api/evaluations/<int:pk>/", evaluations_api.EvaluationDetail.as_view(), name="api_evaluation"),
+    path("api/evaluations/<int:pk>/cancel/", evaluations_api.EvaluationCancel.as_view(), name="api_evaluation_cancel"),
+    path("api/evaluations/<int:pk>/send/", evaluations_api.EvaluationSend.as_view(), name="api_evaluation_send"),
 ]
 
 pages = [
@@ -104,6 +111,12 @@ pages = [
     path("projects/<slug:slug>/reward/queue-order/", training_views.queue_order_set, name="queue_order_set"),
     path("scoring/<int:job_id>/", training_views.scoring_detail, name="scoring_detail"),
     path("scoring/<int:job_id>/cancel/", training_views.scoring_cancel, name="scoring_cancel"),
+    path("projects/<slug:slug>/evaluations/", evaluation_views.evaluation_list, name="evaluation_list"),
+    path("projects/<slug:slug>/evaluations/new/", evaluation_views.evaluation_create, name="evaluation_create"),
+    path("projects/<slug:slug>/leaderboard/", evaluation_views.leaderboard, name="leaderboard"),
+    path("evaluations/<int:evaluation_id>/", evaluation_views.evaluation_detail, name="evaluation_detail"),
+    path("evaluations/<int:evaluation_id>/cancel/", evaluation_views.evaluation_cancel, name="evaluation_cancel"),
+    path("evaluations/<int:evaluation_id>/send/", evaluation_views.evaluation_send, name="evaluation_send"),
     path("models/", generation_views.model_list, name="model_list"),
     path("models/new/", generation_views.model_register, name="model_register"),
     path("admin/", admin.site.urls),

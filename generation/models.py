@@ -105,6 +105,7 @@ class Candidate(models.Model):
     class Source(models.TextChoices):
         GENERATED = "generated", "Generated"
         IMPORT = "import", "Imported"
+        EVALUATION = "evaluation", "Sent from an evaluation"
 
     prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="candidates")
     text = models.TextField()

@@ -2,6 +2,7 @@ from django import forms
 
 from annotation.forms import PairFilterForm
 from annotation.models import Project
+from generation.forms import SamplingForm, prompt_ids_from
 from generation.models import ModelVersion
 from training.models import TrainingRun
 from training.trainers.lengths import MIN_EVAL_PAIRS, MIN_TRAIN_PAIRS
@@ -78,12 +79,68 @@ class ScoringJobForm(forms.Form):
         _preselect_the_only_reward_model(self)
 
 
-def _preselect_the_only_reward_model(form) -> None:
-    field = form.fields["reward_version"]
-    if form.initial.get("reward_version") is None:
-        only = list(field.queryset[:2])
+class EvaluationForm(SamplingForm):
+    """Which versions answer which prompts, judged by which reward model."""
+
+    name = forms.CharField(max_length=200, required=False, help_text="A few words to find it again (optional).")
+    versions = forms.ModelMultipleChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at"), to_field_name="name",
+        widget=forms.CheckboxSelectMultiple, help_text="2 to 4 policy versions, shown in this order.",
+    )
+    judge = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at"), to_field_name="name",
+        required=False, empty_label="No judge: a side-by-side to read",
+        help_text="A reward model that scores every response: win rates with 95% intervals.",
+    )
+    prompts = forms.ChoiceField(
+        choices=[("heldout", "The held-out split"), ("ids", "These prompt ids"), ("typed", "Prompts typed here")],
+        initial="heldout", widget=forms.RadioSelect,
+    )
+    prompt_ids = forms.CharField(required=False, help_text="Comma-separated, for “These prompt ids”.")
+    typed = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}), help_text="One prompt per line.")
+    samples = forms.IntegerField(initial=1, min_value=1, max_value=8, help_text="Responses per prompt and version.")
+
+    field_order = ["name", "versions", "judge", "prompts", "prompt_ids", "typed", "samples"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _preselect_the_only_reward_model(self, "judge")
+
+    def clean_prompt_ids(self):
+        return prompt_ids_from(self.cleaned_data.get("prompt_ids", ""))
+
+    def selection(self) -> dict:
+        mode = self.cleaned_data["prompts"]
+        if mode == "ids":
+            return {"mode": mode, "ids": self.cleaned_data["prompt_ids"]}
+        if mode == "typed":
+            return {"mode": mode, "typed": self.cleaned_data["typed"].splitlines()}
+        return {"mode": mode}
+
+
+class SendToLabelersForm(forms.Form):
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.filter(responses_per_item=2), to_field_name="slug",
+        help_text="A project with K = 2: its labelers rank the pairs blind.",
+    )
+    version_a = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), to_field_name="name", label="Version")
+    version_b = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), to_field_name="name", label="against")
+    limit = forms.IntegerField(min_value=1, required=False, help_text="At most this many pairs (empty: all).")
+
+    def __init__(self, *args, versions, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in ("version_a", "version_b"):
+            self.fields[name].queryset = ModelVersion.objects.filter(pk__in=[v.pk for v in versions])
+        if len(versions) >= 2:
+            self.initial.setdefault("version_a", versions[-1])
+            self.initial.setdefault("version_b", versions[0])
+
+
+def _preselect_the_only_reward_model(form, name: str = "reward_version") -> None:
+    if form.initial.get(name) is None:
+        only = list(form.fields[name].queryset[:2])
         if len(only) == 1:
-            form.initial["reward_version"] = only[0]
+            form.initial[name] = only[0]
 
 
 class QueueOrderForm(forms.Form):

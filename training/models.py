@@ -113,3 +113,100 @@ class CandidateScore(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["candidate", "reward_version"], name="one_score_per_reward_model")]
+
+
+class Evaluation(Job):
+    """Policy versions answering the same prompts with the same sampling and seed (a side-by-side), their responses
+    scored by a judge reward model when one is chosen, and the figures of every pair of versions (training.evaluation).
+    Its responses are not candidates: they never reach the labeling queue or training pairs, unless an admin sends
+    pairs of them to labelers as blind comparisons."""
+
+    class Phase(models.TextChoices):
+        GENERATING = "generating", "Generating"
+        SCORING = "scoring", "Scoring with the judge"
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="evaluations")
+    judge = models.ForeignKey(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="judged_evaluations",
+        help_text="The reward model that scores the responses (none: a side-by-side to read).",
+    )
+    name = models.CharField(max_length=200, blank=True, help_text="A few words to find it again.")
+    sampling = models.JSONField(default=dict, help_text="temperature, top_p, max_new_tokens, seed, stop: the same for every version.")
+    samples = models.PositiveSmallIntegerField(default=1, help_text="Responses per prompt and version.")
+    prompt_selection = models.JSONField(default=dict, help_text='{"mode": "heldout" | "ids" | "typed", "ids": [...], "typed": [...]}')
+    backend = models.CharField(max_length=20, default="auto")
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)
+    work_total = models.PositiveIntegerField(default=0, help_text="Responses to generate, plus as many to score with a judge.")
+    work_done = models.PositiveIntegerField(default=0)
+    results = models.JSONField(default=dict, blank=True, help_text="The judge's figures, computed when the job ends.")
+
+    job_kind, kind_label, queue = "evaluation", "evaluation", "gpu"
+    task_name = "training.tasks.run_evaluation"
+    progress_fields, progress_unit = ("work_done", "work_total"), "responses (generated, then scored)"
+    dead_worker_message = "The worker running this evaluation stopped (killed or crashed); the responses it saved are kept."
+    detail_url_name = "evaluation_detail"
+    list_select_related = ("project", "judge")
+    list_prefetch_related = ("entries__model_version",)
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        versions = " vs ".join(entry.model_version.name for entry in self.entries.all())
+        judged = f", judged by {self.judge.name}" if self.judge_id else ""
+        return f"{self.project.name}: {versions}{judged}"
+
+
+class EvaluationModel(models.Model):
+    """A policy version taking part in an evaluation, in the order its column is shown."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="entries")
+    model_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="evaluation_entries")
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+        constraints = [models.UniqueConstraint(fields=["evaluation", "model_version"], name="evaluation_model_once")]
+
+
+class EvaluationPrompt(models.Model):
+    """A prompt of an evaluation: a project prompt, or one typed in for it (no project prompt)."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="prompts")
+    prompt = models.ForeignKey("annotation.Prompt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    messages = models.JSONField()
+    position = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["position"]
+
+
+class EvaluationResponse(models.Model):
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="responses")
+    eval_prompt = models.ForeignKey(EvaluationPrompt, on_delete=models.CASCADE, related_name="responses")
+    model_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    sample = models.PositiveSmallIntegerField(default=0)
+    text = models.TextField()
+    num_tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    score = models.FloatField(null=True, blank=True, help_text="The judge's reward.")
+
+    class Meta:
+        ordering = ["eval_prompt_id", "sample", "id"]
+        constraints = [models.UniqueConstraint(fields=["eval_prompt", "model_version", "sample"], name="evaluation_response_once")]
+
+
+class HumanComparison(models.Model):
+    """Two responses of an evaluation sent to labelers as a K=2 item: its rankings are the human verdicts."""
+
+    evaluation = models.ForeignKey(Evaluation, on_delete=models.CASCADE, related_name="human_comparisons")
+    item = models.OneToOneField("annotation.RankingItem", on_delete=models.CASCADE, related_name="human_comparison")
+    response_a = models.ForeignKey(EvaluationResponse, on_delete=models.CASCADE, related_name="+")
+    response_b = models.ForeignKey(EvaluationResponse, on_delete=models.CASCADE, related_name="+")
+    candidate_a = models.ForeignKey("generation.Candidate", on_delete=models.CASCADE, related_name="+")
+    candidate_b = models.ForeignKey("generation.Candidate", on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["response_a", "response_b"], name="human_comparison_once")]

@@ -53,6 +53,16 @@ def bootstrap_mean(per_unit: Sequence[float], *, draws: int = BOOTSTRAP_DRAWS, s
     return Estimate(float(values.mean()), float(low), float(high), len(values))
 
 
+def proportion(share: float, count: int) -> Estimate:
+    """A share of ``count`` yes/no outcomes (an accuracy) with its Wilson score interval."""
+    if not count:
+        return EMPTY
+    z = 1.959963984540054
+    centre = (share + z * z / (2 * count)) / (1 + z * z / count)
+    half = z * math.sqrt(share * (1 - share) / count + z * z / (4 * count * count)) / (1 + z * z / count)
+    return Estimate(float(share), max(0.0, centre - half), min(1.0, centre + half), count)
+
+
 def outcome(score_a: float, score_b: float) -> float:
     """1 when a scored higher, 0 when b did, 0.5 for a tie."""
     return 1.0 if score_a > score_b else 0.0 if score_a < score_b else 0.5
@@ -118,6 +128,11 @@ def _meetings(responses: Sequence[Response], a: Hashable, b: Hashable) -> dict[H
         if theirs is not None:
             meetings.setdefault(prompt, []).append((outcome(mine.score, theirs.score), lengths_match(mine.length, theirs.length)))
     return meetings
+
+
+def judge_comparisons(responses: Sequence[Response], a: Hashable, b: Hashable) -> list[Comparison]:
+    """Every meeting of a's sample i with b's sample i of a prompt, as a comparison for the ratings."""
+    return [Comparison(a, b, result) for outcomes in _meetings(responses, a, b).values() for result, _ in outcomes]
 
 
 def per_prompt_mean(responses: Sequence[Response], model: Hashable, value: Callable[[Response], float | None]) -> Estimate:

@@ -13,3 +13,10 @@ def run_training(run_id: int) -> str:
 @shared_task(acks_late=True)
 def run_scoring(job_id: int) -> str:
     return scoring.scoring_job_execute(job_id).status
+
+
+@shared_task(acks_late=True)
+def run_evaluation(evaluation_id: int) -> str:
+    from training import evaluation
+
+    return evaluation.evaluation_execute(evaluation_id).status

@@ -56,3 +56,17 @@ def _setting_text(value) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(repr(item) if isinstance(item, str) else str(item) for item in value) or "nothing"
     return str(value)
+
+
+@register.filter
+def estimate(value, digits: int = 3) -> str:
+    """An estimate as "0.625 [0.41, 0.83] (8)": the point, its 95% interval and the count behind it, never a bare
+    point; "—" when there is nothing to estimate. Takes training.stats.Estimate or its dict."""
+    if value is None:
+        return "—"
+    data = value if isinstance(value, dict) else value.as_dict()
+    if data.get("value") is None:
+        return "— (0)"
+    number = f"{{:.{int(digits)}f}}"
+    interval = f" [{number.format(data['low'])}, {number.format(data['high'])}]" if data.get("low") is not None else ""
+    return f"{number.format(data['value'])}{interval} ({data['count']})"

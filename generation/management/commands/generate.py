@@ -1,5 +1,3 @@
-from dataclasses import fields
-
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
@@ -7,8 +5,8 @@ from annotation.models import Project
 from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation import jobs, selectors
-from generation.backends.base import Sampling
 from generation.models import GenerationJob, ModelVersion
+from generation.sampling_cli import add_sampling_arguments, sampling_from_options
 
 
 class Command(BaseCommand):
@@ -23,12 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--n", action="append", type=int, required=True, help="Candidates per prompt from the --model before it.")
         parser.add_argument("--prompts", choices=["missing", "heldout", "ids"], default="missing")
         parser.add_argument("--ids", default="", help="Comma-separated prompt ids, with --prompts ids.")
-        for setting in fields(Sampling):  # --temperature, --top-p, --max-new-tokens, --seed, --stop
-            flag = f"--{setting.name.replace('_', '-')}"
-            if setting.name == "stop":
-                parser.add_argument(flag, action="append", default=[], help="A stop string (repeatable).")
-            else:
-                parser.add_argument(flag, type=type(setting.default), default=setting.default, help=f"Default {setting.default}.")
+        add_sampling_arguments(parser)
         parser.add_argument("--backend", choices=GenerationJob.Backend.values, default="auto")
         parser.add_argument("--no-wait", action="store_true", help="Queue the job and return at once.")
 
@@ -43,7 +36,7 @@ class Command(BaseCommand):
                 project=project,
                 plan=[jobs.PlanEntry(_version(name), n) for name, n in zip(options["model"], options["n"])],
                 prompt_selection=_selection(options),
-                sampling={setting.name: options[setting.name] for setting in fields(Sampling)},
+                sampling=sampling_from_options(options),
                 backend=options["backend"],
             )
         except ValidationError as exc:

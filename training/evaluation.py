@@ -1,0 +1,404 @@
+"""Evaluations: did a round make the policy better, by how much, and how sure are we?
+
+An evaluation (GPU queue, the job lifecycle of config.jobs) has 2 to 4 policy versions answer the same prompts (the
+project's held-out split, a list of its prompts, or prompts typed in) with the same sampling and seed, ``samples``
+responses each. Without a judge it is a side-by-side to read. With one (a reward version) every response is scored,
+and each pair of versions gets the judge's win rate with a 95% bootstrap interval over prompts, its length-matched
+win rate, and each version its mean reward and length (training.stats holds the statistics).
+
+Responses are stored as EvaluationResponse rows, not candidates, so they can never reach the labeling queue or a
+training run by accident (and two versions may well give the same text: that is a tie, not a duplicate). An admin
+may send pairs of them to labelers as blind K=2 items of a project (``evaluation_send_to_labelers``): each becomes
+candidates and an item marked with its origin, and its rankings are the human verdicts shown beside the judge's.
+The leaderboard fits Bradley–Terry ratings on all judge and, separately, all human comparisons of a project.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import combinations
+
+from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotation.importing import content_hash
+from annotation.labeling import ranking_item_create
+from annotation.models import Project, Prompt, RankingItem
+from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
+from generation.backends.base import ModelSpec, PromptRequest, open_backend
+from generation.jobs import MAX_SELECTED_IDS, sampling_from
+from generation.models import Candidate, GenerationJob, ModelVersion
+from training import stats
+from training.models import Evaluation, EvaluationModel, EvaluationPrompt, EvaluationResponse, HumanComparison
+
+MIN_VERSIONS, MAX_VERSIONS = 2, 4
+MAX_SAMPLES = 8
+MAX_TYPED_PROMPTS, MAX_TYPED_CHARS = 20, 20_000
+SCORE_BATCH = 16
+
+
+# --- launch ---------------------------------------------------------------------------------------------------------
+
+
+def evaluation_create(
+    *,
+    project: Project,
+    versions: Sequence[ModelVersion],
+    prompt_selection: dict,
+    sampling: dict,
+    judge: ModelVersion | None = None,
+    samples: int = 1,
+    backend: str = GenerationJob.Backend.AUTO,
+    name: str = "",
+    requested_by: AbstractUser | None = None,
+) -> Evaluation:
+    """Validate and queue an evaluation on the GPU queue (after the transaction commits)."""
+    checked = sampling_from(sampling)
+    _check_versions(versions)
+    _check_judge(judge)
+    if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= MAX_SAMPLES:
+        raise ValidationError({"samples": f"Responses per prompt must be a whole number from 1 to {MAX_SAMPLES}."})
+    if checked.temperature == 0 and samples > 1:
+        raise ValidationError({"samples": "Greedy decoding (temperature 0) gives one answer per prompt: use 1 sample, or sample."})
+    if backend not in GenerationJob.Backend.values:
+        raise ValidationError({"backend": f"Choose one of {', '.join(GenerationJob.Backend.values)}."})
+    prompts = evaluation_prompts(project, prompt_selection)
+    per_response = 2 if judge else 1
+    with transaction.atomic():
+        evaluation = Evaluation.objects.create(
+            project=project, judge=judge, name=name.strip()[:200], sampling=checked.as_dict(), samples=samples,
+            prompt_selection=prompt_selection, backend=backend, requested_by=requested_by,
+            work_total=len(prompts) * len(versions) * samples * per_response,
+        )
+        EvaluationModel.objects.bulk_create(
+            EvaluationModel(evaluation=evaluation, model_version=version, position=n) for n, version in enumerate(versions)
+        )
+        EvaluationPrompt.objects.bulk_create(
+            EvaluationPrompt(evaluation=evaluation, prompt_id=prompt_id, messages=messages, position=n)
+            for n, (prompt_id, messages) in enumerate(prompts)
+        )
+        job_dispatch_on_commit(evaluation)
+    return evaluation
+
+
+def _check_versions(versions: Sequence[ModelVersion]) -> None:
+    if not MIN_VERSIONS <= len(versions) <= MAX_VERSIONS:
+        raise ValidationError({"versions": f"Choose {MIN_VERSIONS} to {MAX_VERSIONS} model versions to compare."})
+    if len({version.pk for version in versions}) != len(versions):
+        raise ValidationError({"versions": "Each model version may appear once."})
+    if any(version.kind != ModelVersion.Kind.POLICY for version in versions):
+        raise ValidationError({"versions": "Only policy models answer prompts; a reward model can be the judge."})
+
+
+def _check_judge(judge: ModelVersion | None) -> None:
+    if judge is not None and (judge.kind != ModelVersion.Kind.REWARD or not judge.adapter_path):
+        raise ValidationError({"judge": f"{judge.name} is not a reward model: the judge must be a reward model trained or registered here."})
+
+
+def evaluation_prompts(project: Project, selection: dict) -> list[tuple[int | None, list[dict]]]:
+    """(project prompt id or None, messages) of each prompt to evaluate: ``heldout`` (the project's held-out split),
+    ``ids`` (the listed prompts of the project) or ``typed`` (texts typed in, each a one-turn conversation)."""
+    mode = selection.get("mode") if isinstance(selection, dict) else None
+    if mode == "typed":
+        return [(None, [{"role": "user", "content": text}]) for text in _typed_texts(selection.get("typed"))]
+    prompts = project.prompts.order_by("id")
+    if mode == "heldout":
+        prompts = prompts.filter(split=Prompt.Split.HELDOUT)
+        empty = f"{project.name} has no held-out prompts: mark some as held out, or list prompts."
+    elif mode == "ids":
+        ids = selection.get("ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise ValidationError({"prompt_selection": "ids must be a non-empty list of prompt ids."})
+        if len(ids) > MAX_SELECTED_IDS:
+            raise ValidationError({"prompt_selection": f"At most {MAX_SELECTED_IDS:,} prompts per evaluation (got {len(ids):,})."})
+        prompts = prompts.filter(pk__in=ids)
+        empty = f"None of these prompts belongs to {project.name}."
+    else:
+        raise ValidationError({"prompt_selection": "mode must be heldout, ids or typed."})
+    chosen = list(prompts.values_list("pk", "messages")[: MAX_SELECTED_IDS + 1])
+    if not chosen:
+        raise ValidationError({"prompt_selection": empty})
+    if len(chosen) > MAX_SELECTED_IDS:
+        raise ValidationError({"prompt_selection": f"At most {MAX_SELECTED_IDS:,} prompts per evaluation: list the ones to use."})
+    return chosen
+
+
+def _typed_texts(typed) -> list[str]:
+    if not isinstance(typed, list) or not all(isinstance(text, str) for text in typed):
+        raise ValidationError({"prompt_selection": "typed must be a list of prompt texts."})
+    texts = [text.strip() for text in typed if text.strip()]
+    if not texts:
+        raise ValidationError({"prompt_selection": "Type at least one prompt."})
+    if len(texts) > MAX_TYPED_PROMPTS or any(len(text) > MAX_TYPED_CHARS for text in texts):
+        raise ValidationError({"prompt_selection": f"At most {MAX_TYPED_PROMPTS} typed prompts of at most {MAX_TYPED_CHARS:,} characters."})
+    return texts
+
+
+# --- the work, in the GPU worker ------------------------------------------------------------------------------------
+
+
+def evaluation_execute(job_id: int) -> Evaluation:
+    """Generate, score and compute to the end in this process (the GPU worker's task)."""
+    return run_job(Evaluation, job_id, work=_evaluate)
+
+
+def _evaluate(evaluation: Evaluation) -> None:
+    prompts = list(evaluation.prompts.values_list("pk", "messages"))
+    job_update(evaluation, phase=Evaluation.Phase.GENERATING)
+    for entry in evaluation.entries.select_related("model_version"):
+        _generate(evaluation, entry.model_version, prompts)
+    if evaluation.judge_id:
+        job_update(evaluation, phase=Evaluation.Phase.SCORING)
+        _score(evaluation)
+        job_update(evaluation, results=judge_results(evaluation))
+
+
+def _generate(evaluation: Evaluation, version: ModelVersion, prompts: list[tuple[int, list[dict]]]) -> None:
+    started = time.monotonic()
+    backend = open_backend(evaluation.backend, ModelSpec(version.base_model, version.adapter_path))
+    job_update(evaluation, load_seconds=evaluation.load_seconds + time.monotonic() - started, device=backend.device)
+    try:
+        requests = [PromptRequest(key=pk, messages=messages, n=evaluation.samples) for pk, messages in prompts]
+        for batch in backend.generate(requests, sampling_from(evaluation.sampling)):
+            samples: dict[int, int] = {}
+            rows = []
+            for generation in batch:
+                sample = samples[generation.key] = samples.get(generation.key, -1) + 1
+                rows.append(EvaluationResponse(
+                    evaluation=evaluation, eval_prompt_id=generation.key, model_version=version, sample=sample,
+                    text=generation.text, num_tokens=generation.num_tokens, finish_reason=generation.finish_reason,
+                ))
+            EvaluationResponse.objects.bulk_create(rows)
+            job_update(evaluation, work_done=evaluation.work_done + len(rows))
+            stop_if_cancelled(evaluation)
+    finally:
+        backend.close()
+
+
+def _score(evaluation: Evaluation) -> None:
+    from training.trainers.scoring import RewardScorer
+
+    judge = evaluation.judge
+    responses = list(evaluation.responses.order_by("id").values_list("pk", "eval_prompt__messages", "text"))
+    started = time.monotonic()
+    scorer = RewardScorer(
+        base_model=judge.base_model, adapter_path=judge.adapter_path,
+        load_in_4bit=bool(judge.config.get("training", {}).get("load_in_4bit", False)),
+    )
+    job_update(evaluation, load_seconds=evaluation.load_seconds + time.monotonic() - started)
+    done = 0
+    for scores in scorer.score([(messages, text) for _, messages, text in responses], batch_size=SCORE_BATCH):
+        batch = responses[done : done + len(scores)]
+        EvaluationResponse.objects.bulk_update(
+            [EvaluationResponse(pk=pk, score=score) for (pk, _, _), score in zip(batch, scores, strict=True)], ["score"]
+        )
+        done += len(scores)
+        job_update(evaluation, work_done=evaluation.work_done + len(scores))
+        stop_if_cancelled(evaluation)
+
+
+# --- figures --------------------------------------------------------------------------------------------------------
+
+
+def _stat_responses(evaluation: Evaluation) -> list[stats.Response]:
+    return [
+        stats.Response(prompt, name, sample, score, length)
+        for prompt, name, sample, score, length in evaluation.responses.values_list(
+            "eval_prompt_id", "model_version__name", "sample", "score", "num_tokens"
+        )
+    ]
+
+
+def version_names(evaluation: Evaluation) -> list[str]:
+    return [entry.model_version.name for entry in evaluation.entries.select_related("model_version")]
+
+
+def judge_results(evaluation: Evaluation) -> dict:
+    """Per version its mean reward and length; per pair of versions (in column order) the judge's win rates."""
+    responses = _stat_responses(evaluation)
+    names = version_names(evaluation)
+    return {
+        "versions": [
+            {
+                "name": name,
+                "mean_reward": stats.per_prompt_mean(responses, name, lambda r: r.score).as_dict(),
+                "mean_length": stats.per_prompt_mean(responses, name, lambda r: r.length).as_dict(),
+            }
+            for name in names
+        ],
+        "pairs": [stats.judge_pair(responses, a, b).as_dict() for a, b in combinations(names, 2)],
+    }
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One labeler's ranking of one blind comparison, oriented to ``a``."""
+
+    comparison_id: int
+    prompt: int
+    a: str
+    b: str
+    outcome: float
+
+
+def human_verdicts(comparisons) -> list[Verdict]:
+    """Every ranking of these HumanComparison rows as a verdict for its response a (a flagged item has none)."""
+    verdicts = []
+    rows = comparisons.select_related("response_a__model_version", "response_b__model_version").prefetch_related("item__rankings")
+    for comparison in rows:
+        for ranking in comparison.item.rankings.all():
+            tier = {candidate: n for n, members in enumerate(ranking.tiers) for candidate in members}
+            a, b = tier[comparison.candidate_a_id], tier[comparison.candidate_b_id]
+            verdicts.append(Verdict(
+                comparison.pk, comparison.response_a.eval_prompt_id, comparison.response_a.model_version.name,
+                comparison.response_b.model_version.name, 1.0 if a < b else 0.0 if a > b else 0.5,
+            ))
+    return verdicts
+
+
+def human_results(evaluation: Evaluation) -> dict:
+    """Per pair of versions: the labelers' win rate (bootstrapped over prompts), the comparisons sent and answered,
+    and how often the judge agreed with them."""
+    comparisons = evaluation.human_comparisons.all()
+    verdicts = human_verdicts(comparisons)
+    judge = {
+        pk: stats.outcome(score_a, score_b)
+        for pk, score_a, score_b in comparisons.values_list("pk", "response_a__score", "response_b__score")
+        if score_a is not None and score_b is not None
+    }
+    sent = {}
+    for a, b in comparisons.values_list("response_a__model_version__name", "response_b__model_version__name"):
+        sent[frozenset((a, b))] = sent.get(frozenset((a, b)), 0) + 1
+    pairs = []
+    for a, b in combinations(version_names(evaluation), 2):
+        mine = [_oriented(v, a) for v in verdicts if {v.a, v.b} == {a, b}]
+        by_prompt: dict[int, list[float]] = {}
+        for verdict in mine:
+            by_prompt.setdefault(verdict.prompt, []).append(verdict.outcome)
+        oriented_judge = {
+            v.comparison_id: judge[v.comparison_id] if v.a == a else 1.0 - judge[v.comparison_id]
+            for v in verdicts if {v.a, v.b} == {a, b} and v.comparison_id in judge
+        }
+        pairs.append({
+            "a": a, "b": b, "sent": sent.get(frozenset((a, b)), 0), "verdicts": len(mine),
+            "win_rate": stats.bootstrap_mean([sum(o) / len(o) for _, o in sorted(by_prompt.items())]).as_dict(),
+            "agreement": stats.agreement(oriented_judge, {v.comparison_id: v.outcome for v in mine}).as_dict(),
+        })
+    return {"pairs": pairs}
+
+
+def _oriented(verdict: Verdict, a: str) -> Verdict:
+    """The verdict for ``a`` (flipped when ``a`` was the comparison's second response)."""
+    if verdict.a == a:
+        return verdict
+    return Verdict(verdict.comparison_id, verdict.prompt, verdict.b, verdict.a, 1.0 - verdict.outcome)
+
+
+# --- blind human comparisons ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sent:
+    sent: int
+    identical: int  # both responses had the same text: a tie without asking anyone
+    already: int  # sent before
+
+
+def evaluation_send_to_labelers(
+    *, evaluation: Evaluation, project: Project, version_a: ModelVersion, version_b: ModelVersion, limit: int | None = None
+) -> Sent:
+    """Put pairs of responses (a's sample i against b's sample i of a prompt) in front of the project's labelers as
+    blind K=2 items. The prompt is copied into the project as held out (so its pairs never train a run's train split
+    by accident), the responses become its candidates, and the item is marked as coming from an evaluation."""
+    names = version_names(evaluation)
+    if project.responses_per_item != 2:
+        raise ValidationError({"project": f"{project.name} shows {project.responses_per_item} responses per item; blind comparisons need a project with K = 2."})
+    if version_a.pk == version_b.pk or not {version_a.name, version_b.name} <= set(names):
+        raise ValidationError({"versions": f"Choose two different versions of this evaluation ({', '.join(names)})."})
+    if evaluation.status != Evaluation.Status.SUCCEEDED:
+        raise ValidationError({"evaluation": "Send responses once the evaluation has succeeded."})
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        raise ValidationError({"limit": "The number of pairs must be a positive whole number."})
+    by_key = {(r.eval_prompt_id, r.model_version_id, r.sample): r for r in evaluation.responses.select_related("eval_prompt")}
+    sent = identical = already = 0
+    rng = random.Random(evaluation.pk)
+    for (prompt_id, version_id, sample), response_a in sorted(by_key.items()):
+        response_b = by_key.get((prompt_id, version_b.pk, sample)) if version_id == version_a.pk else None
+        if response_b is None or (limit is not None and sent >= limit):
+            continue
+        if response_a.text == response_b.text:
+            identical += 1
+        elif HumanComparison.objects.filter(response_a__in=(response_a, response_b), response_b__in=(response_a, response_b)).exists():
+            already += 1
+        else:
+            first, second = (response_a, response_b) if rng.random() < 0.5 else (response_b, response_a)
+            _send_one(evaluation, project, first, second)
+            sent += 1
+    return Sent(sent, identical, already)
+
+
+@transaction.atomic
+def _send_one(evaluation: Evaluation, project: Project, response_a: EvaluationResponse, response_b: EvaluationResponse) -> None:
+    messages = response_a.eval_prompt.messages
+    prompt, _ = Prompt.objects.get_or_create(
+        project=project, content_hash=content_hash(messages),
+        defaults={"messages": messages, "source": f"evaluation {evaluation.pk}", "split": Prompt.Split.HELDOUT},
+    )
+    candidates = [
+        Candidate.objects.get_or_create(
+            prompt=prompt, text_hash=content_hash(response.text),
+            defaults={"text": response.text, "source": Candidate.Source.EVALUATION, "model_version": response.model_version,
+                      "num_tokens": response.num_tokens, "finish_reason": response.finish_reason, "sampling": evaluation.sampling},
+        )[0]
+        for response in (response_a, response_b)
+    ]
+    item = ranking_item_create(prompt=prompt, candidates=candidates, origin=RankingItem.Origin.EVALUATION)
+    HumanComparison.objects.create(
+        evaluation=evaluation, item=item, response_a=response_a, response_b=response_b,
+        candidate_a=candidates[0], candidate_b=candidates[1],
+    )
+
+
+# --- leaderboard ----------------------------------------------------------------------------------------------------
+
+
+
+def leaderboard(project: Project) -> list[dict]:
+    """Every policy version evaluated in the project, rated by a Bradley–Terry fit on all judge comparisons and,
+    separately, on all human ones (95% bootstrap intervals, counts), with its parent, the run that made it and that
+    run's held-out preference accuracy; best first (by the human rating where there is one)."""
+    evaluations = list(project.evaluations.filter(status=Evaluation.Status.SUCCEEDED))
+    judge_games: list[stats.Comparison] = []
+    for evaluation in evaluations:
+        if evaluation.judge_id:
+            responses = _stat_responses(evaluation)
+            for a, b in combinations(version_names(evaluation), 2):
+                judge_games += stats.judge_comparisons(responses, a, b)
+    human_games = [
+        stats.Comparison(v.a, v.b, v.outcome)
+        for v in human_verdicts(HumanComparison.objects.filter(evaluation__in=evaluations))
+    ]
+    judge, human = ({r.model: r for r in stats.ratings(games)} for games in (judge_games, human_games))
+    names = {entry.model_version.name for e in evaluations for entry in e.entries.select_related("model_version")}
+    versions = ModelVersion.objects.filter(name__in=names).select_related("parent", "training_run")
+    rows = [
+        {"version": v, "judge": judge.get(v.name), "human": human.get(v.name), "heldout_accuracy": heldout_accuracy(v)}
+        for v in versions
+    ]
+    return sorted(rows, key=lambda row: tuple(-(row[k].rating.value if row[k] else float("-inf")) for k in ("human", "judge")))
+
+
+def heldout_accuracy(version: ModelVersion) -> dict | None:
+    """The held-out preference accuracy of the run that made the version, with its Wilson interval and the pairs it
+    rests on (reward runs: the reward model's; DPO runs: the implicit reward β·log π/π_ref of chosen above rejected);
+    None without one."""
+    final = version.metrics.get("eval", {})
+    value = final.get("rewards/accuracies", final.get("accuracy"))
+    run = version.training_run
+    if value is None or run is None or not run.eval_pairs_used:
+        return None
+    return stats.proportion(value, run.eval_pairs_used).as_dict()
