@@ -113,3 +113,11 @@ def test_agreement_leaves_out_ties():
     human = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.5, 6: 0.0}
     result = stats.agreement(judge, human)
     assert (result.value, result.count) == (pytest.approx(2 / 3), 3)
+
+
+def test_wilson_interval_of_a_proportion():
+    """8 of 10: Wilson's 95% interval is [0.490, 0.943] (worked by hand from the formula)."""
+    estimate = stats.proportion(0.8, 10)
+    assert (estimate.value, estimate.count) == (0.8, 10)
+    assert estimate.low == pytest.approx(0.4902, abs=1e-3) and estimate.high == pytest.approx(0.9433, abs=1e-3)
+    assert stats.proportion(1.0, 3).high == 1.0 and stats.proportion(0.0, 0).value is None
