@@ -10,6 +10,7 @@ from django.urls import reverse
 from annotation.labeling import assignment_next, ranking_submit
 from annotation.models import PreferencePair, RankingItem
 from annotation.pairs import pair_filter_from, selected_pairs
+from config.jobs import job_cancel
 from generation.models import Candidate, ModelVersion
 from tests.factories import ProjectFactory, PromptFactory, user_with_role
 from tests.tiny_models import build_reward_adapter
@@ -214,3 +215,20 @@ def test_a_typed_side_by_side_through_the_api_and_its_page(client, project, vers
     client.force_login(admin)
     bad = client.post("/api/evaluations/", {**body, "models": ["zeta-base", "nobody"]}, content_type="application/json")
     assert bad.status_code == 400 and "models" in bad.json()
+
+
+def test_a_failed_or_cancelled_evaluation_says_so_and_keeps_what_it_saved(project, versions):
+    base, tuned, judge = versions
+    broken = ModelVersion.objects.create(name="zeta-broken", base_model="/nonexistent/model")
+    evaluation = evaluations.evaluation_create(
+        project=project, versions=[base, broken], judge=judge, prompt_selection={"mode": "heldout"}, sampling=SAMPLING,
+        backend="transformers",
+    )
+    evaluation = evaluations.evaluation_execute(evaluation.pk)
+    assert evaluation.status == "failed" and "/nonexistent/model" in evaluation.error
+    assert evaluation.responses.filter(model_version=base).count() == 3  # the first version's answers are kept
+    assert evaluation.results == {}
+
+    queued = evaluations.evaluation_create(project=project, versions=[base, tuned], prompt_selection={"mode": "heldout"}, sampling=SAMPLING)
+    assert job_cancel(job=queued).status == "cancelled"
+    assert evaluations.evaluation_execute(queued.pk).status == "cancelled"
