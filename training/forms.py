@@ -132,8 +132,8 @@ class SendToLabelersForm(forms.Form):
         for name in ("version_a", "version_b"):
             self.fields[name].queryset = ModelVersion.objects.filter(pk__in=[v.pk for v in versions])
         if len(versions) >= 2:
-            self.initial.setdefault("version_a", versions[-1])
-            self.initial.setdefault("version_b", versions[0])
+            self.initial.setdefault("version_a", versions[0])
+            self.initial.setdefault("version_b", versions[1])
 
 
 def _preselect_the_only_reward_model(form, name: str = "reward_version") -> None:
