@@ -237,6 +237,8 @@ SPECTACULAR_SETTINGS = {
         "PairSourceEnum": "annotation.models.PreferencePair.Source",
         "QueueOrderEnum": "annotation.models.Project.QueueOrder",
         "PromptSelectionModeEnum": "generation.api.serializers.PromptSelectionSerializer.MODES",
+        "ImportPhaseEnum": "annotation.models.ImportJob.Phase",
+        "EvaluationPhaseEnum": "training.models.Evaluation.Phase",
     },
     # What Django's path converters accept: other values never reach the API (the URL resolver answers them).
     "PATH_CONVERTER_OVERRIDES": {

@@ -153,7 +153,7 @@ def _evaluations():
 @extend_schema_view(
     get=extend_schema(
         parameters=[OpenApiParameter("project", str, description="Only evaluations of this project (slug).")],
-        responses={200: EvaluationSerializer(many=True), **error_responses(400)},
+        responses={200: EvaluationSerializer(many=True), **error_responses(400, 404)},
     ),
     post=extend_schema(request=EvaluationCreateSerializer, responses={201: EvaluationSerializer, **error_responses(400, 404)}),
 )
