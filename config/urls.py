@@ -114,6 +114,7 @@ pages = [
     path("projects/<slug:slug>/evaluations/", evaluation_views.evaluation_list, name="evaluation_list"),
     path("projects/<slug:slug>/evaluations/new/", evaluation_views.evaluation_create, name="evaluation_create"),
     path("projects/<slug:slug>/leaderboard/", evaluation_views.leaderboard, name="leaderboard"),
+    path("projects/<slug:slug>/rounds/", evaluation_views.project_rounds, name="project_rounds"),
     path("evaluations/<int:evaluation_id>/", evaluation_views.evaluation_detail, name="evaluation_detail"),
     path("evaluations/<int:evaluation_id>/cancel/", evaluation_views.evaluation_cancel, name="evaluation_cancel"),
     path("evaluations/<int:evaluation_id>/send/", evaluation_views.evaluation_send, name="evaluation_send"),

@@ -402,3 +402,36 @@ def heldout_accuracy(version: ModelVersion) -> dict | None:
     if value is None or run is None or not run.eval_pairs_used:
         return None
     return stats.proportion(value, run.eval_pairs_used).as_dict()
+
+
+# --- rounds ---------------------------------------------------------------------------------------------------------
+
+
+def rounds(project: Project) -> list[dict]:
+    """The project's loop, one row per training run, oldest first: the pairs it used, the version it registered,
+    and that version's latest evaluation against its parent (judge and human win rates, for the new version)."""
+    evaluations = list(project.evaluations.filter(status=Evaluation.Status.SUCCEEDED).prefetch_related("entries"))
+    rows = []
+    for run in project.training_runs.select_related("base_version").order_by("created_at"):
+        version = ModelVersion.objects.filter(training_run=run).select_related("parent").first()
+        row = {"run": run, "version": version, "evaluation": None, "judge": None, "human": None}
+        parent_id = version.parent_id if version else None
+        if version and version.kind == ModelVersion.Kind.POLICY and parent_id:
+            evaluation = next((e for e in evaluations if {version.pk, parent_id} <= {m.model_version_id for m in e.entries.all()}), None)
+            if evaluation is not None:
+                row["evaluation"] = evaluation
+                row["judge"] = _pair_for(evaluation.results.get("pairs", []), version.name, "win_rate")
+                row["human"] = _pair_for(human_results(evaluation)["pairs"], version.name, "win_rate")
+        rows.append(row)
+    return rows
+
+
+def _pair_for(pairs: list[dict], name: str, key: str) -> dict | None:
+    """A pair's estimate as ``name``'s (a win rate for b is one minus a's, its interval mirrored)."""
+    for pair in pairs:
+        if name in (pair["a"], pair["b"]) and pair[key]["value"] is not None:
+            estimate = pair[key]
+            if pair["a"] == name:
+                return estimate
+            return {"value": 1 - estimate["value"], "low": 1 - estimate["high"], "high": 1 - estimate["low"], "count": estimate["count"]}
+    return None

@@ -121,3 +121,10 @@ def _sent_message(sent: evaluations.Sent, project: Project) -> str:
 def leaderboard(request, slug):
     project = get_object_or_404(Project, slug=slug)
     return render(request, "leaderboard.html", {"project": project, "rows": evaluations.leaderboard(project)})
+
+
+@require(EXPLORE)
+def project_rounds(request, slug):
+    """The project page's timeline of rounds (loaded into it by htmx)."""
+    project = get_object_or_404(Project, slug=slug)
+    return render(request, "_rounds.html", {"project": project, "rounds": evaluations.rounds(project)})

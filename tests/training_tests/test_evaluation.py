@@ -16,7 +16,7 @@ from tests.factories import ProjectFactory, PromptFactory, user_with_role
 from tests.tiny_models import build_reward_adapter
 from training import evaluation as evaluations
 from training import stats
-from training.models import Evaluation, EvaluationResponse, HumanComparison
+from training.models import Evaluation, EvaluationResponse, HumanComparison, TrainingRun
 
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 3}
 
@@ -41,6 +41,11 @@ def project(db):
         PromptFactory(project=project, split="heldout", messages=[{"role": "user", "content": f"Held-out question {n}?"}])
     PromptFactory(project=project, messages=[{"role": "user", "content": "A training question?"}])
     return project
+
+
+def pair_of(evaluation):
+    (pair,) = evaluation.results["pairs"]
+    return pair
 
 
 def evaluate(project, versions, judge=None, samples=2, **kwargs):
@@ -141,6 +146,16 @@ def test_blind_comparisons_give_the_human_win_rate_and_the_leaderboard(project, 
     assert top["judge"].rating.count == 6
     assert board[1]["version"].parent is None and top["version"].parent == base
 
+    # The project's rounds: the run that made the tuned version, and its evaluation against its parent.
+    run = TrainingRun.objects.create(kind="dpo", base_version=base, status="succeeded", train_pairs_used=40, eval_pairs_used=5)
+    run.projects.add(project)
+    ModelVersion.objects.filter(pk=tuned.pk).update(training_run=run)
+    (round_,) = evaluations.rounds(project)
+    assert round_["version"] == tuned and round_["evaluation"] == evaluation
+    assert round_["human"]["value"] == 1.0 and round_["human"]["count"] == human["win_rate"]["count"]
+    assert round_["judge"]["value"] == pytest.approx(1 - pair_of(evaluation)["win_rate"]["value"])  # stored as base over tuned
+    assert round_["judge"]["low"] == pytest.approx(1 - pair_of(evaluation)["win_rate"]["high"])
+
 
 def test_a_labeler_never_sees_that_an_item_comes_from_an_evaluation(client, project, versions):
     base, tuned, judge = versions
@@ -154,6 +169,7 @@ def test_a_labeler_never_sees_that_an_item_comes_from_an_evaluation(client, proj
     assert "zeta" not in page and "valuation" not in page
     assert client.get(reverse("evaluation_detail", args=[evaluation.pk])).status_code == 403
     assert client.get(reverse("leaderboard", args=[project.slug])).status_code == 403
+    assert client.get(reverse("project_rounds", args=[project.slug])).status_code == 403
     assert client.get(f"/api/evaluations/{evaluation.pk}/").status_code == 403
     assert client.get(f"/api/projects/{project.slug}/leaderboard/").status_code == 403
 
@@ -209,6 +225,9 @@ def test_a_typed_side_by_side_through_the_api_and_its_page(client, project, vers
     page = client.get(reverse("evaluation_detail", args=[evaluation.pk])).content.decode()
     assert "Name a colour." in page and page.index("zeta-tuned</h3>") < page.index("zeta-base</h3>")
     assert "Send to labelers" not in page  # admins only
+    rounds = client.get(reverse("project_rounds", args=[project.slug]))
+    assert rounds.status_code == 200 and "No training run on this project yet." in rounds.content.decode()
+    assert f'hx-get="{reverse("project_rounds", args=[project.slug])}"' in client.get(reverse("project_detail", args=[project.slug])).content.decode()
     assert client.get(reverse("evaluation_create", args=[project.slug])).status_code == 403
     bad = client.post("/api/evaluations/", {**body, "models": ["zeta-base"]}, content_type="application/json")
     assert bad.status_code == 403  # a researcher is refused before the body is read
