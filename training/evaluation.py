@@ -32,13 +32,14 @@ from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_can
 from generation.backends.base import ModelSpec, PromptRequest, open_backend
 from generation.jobs import MAX_SELECTED_IDS, sampling_from
 from generation.models import Candidate, GenerationJob, ModelVersion
-from training import stats
+from training import selectors, stats
 from training.models import Evaluation, EvaluationModel, EvaluationPrompt, EvaluationResponse, HumanComparison
 
 MIN_VERSIONS, MAX_VERSIONS = 2, 4
 MAX_SAMPLES = 8
 MAX_TYPED_PROMPTS, MAX_TYPED_CHARS = 20, 20_000
 SCORE_BATCH = 16
+MAX_SEND = 2_000  # blind comparisons per request (each is a few rows): send again for more, the sent ones are skipped
 
 
 # --- launch ---------------------------------------------------------------------------------------------------------
@@ -321,14 +322,15 @@ def evaluation_send_to_labelers(
         raise ValidationError({"versions": f"Choose two different versions of this evaluation ({', '.join(names)})."})
     if evaluation.status != Evaluation.Status.SUCCEEDED:
         raise ValidationError({"evaluation": "Send responses once the evaluation has succeeded."})
-    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        raise ValidationError({"limit": "The number of pairs must be a positive whole number."})
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_SEND):
+        raise ValidationError({"limit": f"The number of pairs must be a whole number from 1 to {MAX_SEND:,}."})
+    limit = limit or MAX_SEND
     by_key = {(r.eval_prompt_id, r.model_version_id, r.sample): r for r in evaluation.responses.select_related("eval_prompt")}
     sent = identical = already = 0
     rng = random.Random(evaluation.pk)
     for (prompt_id, version_id, sample), response_a in sorted(by_key.items()):
         response_b = by_key.get((prompt_id, version_b.pk, sample)) if version_id == version_a.pk else None
-        if response_b is None or (limit is not None and sent >= limit):
+        if response_b is None or sent >= limit:
             continue
         if response_a.text == response_b.text:
             identical += 1
@@ -386,22 +388,10 @@ def leaderboard(project: Project) -> list[dict]:
     names = {entry.model_version.name for e in evaluations for entry in e.entries.select_related("model_version")}
     versions = ModelVersion.objects.filter(name__in=names).select_related("parent", "training_run")
     rows = [
-        {"version": v, "judge": judge.get(v.name), "human": human.get(v.name), "heldout_accuracy": heldout_accuracy(v)}
+        {"version": v, "judge": judge.get(v.name), "human": human.get(v.name), "heldout_accuracy": selectors.heldout_accuracy(v)}
         for v in versions
     ]
     return sorted(rows, key=lambda row: tuple(-(row[k].rating.value if row[k] else float("-inf")) for k in ("human", "judge")))
-
-
-def heldout_accuracy(version: ModelVersion) -> dict | None:
-    """The held-out preference accuracy of the run that made the version, with its Wilson interval and the pairs it
-    rests on (reward runs: the reward model's; DPO runs: the implicit reward β·log π/π_ref of chosen above rejected);
-    None without one."""
-    final = version.metrics.get("eval", {})
-    value = final.get("rewards/accuracies", final.get("accuracy"))
-    run = version.training_run
-    if value is None or run is None or not run.eval_pairs_used:
-        return None
-    return stats.proportion(value, run.eval_pairs_used).as_dict()
 
 
 # --- rounds ---------------------------------------------------------------------------------------------------------

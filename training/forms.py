@@ -4,6 +4,7 @@ from annotation.forms import PairFilterForm
 from annotation.models import Project
 from generation.forms import SamplingForm, prompt_ids_from
 from generation.models import ModelVersion
+from training.evaluation import MAX_SEND
 from training.models import TrainingRun
 from training.trainers.lengths import MIN_EVAL_PAIRS, MIN_TRAIN_PAIRS
 from training.trainers.settings import DPO_LOSS_TYPES, LABELS, ONLY_FOR, TOO_LONG_CHOICES, TrainingSettings
@@ -125,7 +126,9 @@ class SendToLabelersForm(forms.Form):
     )
     version_a = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), to_field_name="name", label="Version")
     version_b = forms.ModelChoiceField(queryset=ModelVersion.objects.none(), to_field_name="name", label="against")
-    limit = forms.IntegerField(min_value=1, required=False, help_text="At most this many pairs (empty: all).")
+    limit = forms.IntegerField(
+        min_value=1, max_value=MAX_SEND, required=False, help_text=f"At most this many pairs (empty: up to {MAX_SEND:,}).",
+    )
 
     def __init__(self, *args, versions, **kwargs):
         super().__init__(*args, **kwargs)

@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from annotation.models import PreferencePair, Project
 from config.job_queue import job_progress
 from annotation.pairs import split_rule
+from training import stats
 from training.models import CandidateScore, TrainingMetric, TrainingRun, TrainingRunPair
 from training.trainers.data import PreferenceExample
 
@@ -99,9 +100,21 @@ def run_headline(run: TrainingRun) -> dict:
         "pairs_truncated": run.pairs_truncated,
         "pairs_dropped": run.pairs_dropped,
         "eval_loss": final.get("loss"),
-        "eval_accuracy": final.get("rewards/accuracies", final.get("accuracy")),
+        "eval_accuracy": heldout_accuracy(version) if version is not None else None,
         "samples_per_second": run.summary.get("train_samples_per_second"),
     }
+
+
+def heldout_accuracy(version) -> stats.Estimate | None:
+    """The held-out preference accuracy of the run that made a version, with its Wilson interval and the pairs it rests
+    on (reward runs: the reward model's; DPO runs: the implicit reward β·log π/π_ref of chosen above rejected); None
+    without one."""
+    final = version.metrics.get("eval", {})
+    value = final.get("rewards/accuracies", final.get("accuracy"))
+    run = version.training_run
+    if value is None or run is None:
+        return None
+    return stats.proportion(value, run.eval_pairs_used or 0)
 
 
 def settings_table(runs: list[TrainingRun]) -> list[tuple[str, list, bool]]:

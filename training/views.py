@@ -84,6 +84,7 @@ def run_detail(request, run_id):
     context = {
         "run": run,
         "progress": selectors.run_progress(run),
+        "headline": selectors.run_headline(run),
         "charts": charts.run_charts(selectors.CHARTS[run.kind], selectors.run_series([run]), {run.pk: ""}),
         "settings_rows": selectors.settings_display(run.config),
         "filter_rows": selectors.settings_display(run.pair_filter),

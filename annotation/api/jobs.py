@@ -58,7 +58,7 @@ JOB_STATE_FIELDS = ["device", "worker", "queue"]
 
 
 class JobSerializer(JobStateSerializer):
-    kind = serializers.CharField(source="job_kind", help_text="generation, training, scoring, export or import.")
+    kind = serializers.CharField(source="job_kind", help_text="generation, training, scoring, evaluation, export or import.")
     id = serializers.IntegerField()
     subject = serializers.CharField(help_text="What it works on.")
     status = serializers.ChoiceField(choices=Job.Status.choices)

@@ -57,7 +57,7 @@ def test_train_queues_a_run_with_only_the_settings_given(ranked_project, tiny_ve
     # Settings not given take the kind's defaults.
     assert (run.config["epochs"], run.config["learning_rate"], run.config["bf16"], run.config["lora_dropout"]) == (1.0, 5e-5, None, 0.05)
     assert run.pair_filter == {
-        "sources": ["human", "import"], "exclude_flagged": True, "min_agreement": None,
+        "sources": ["human", "import"], "exclude_flagged": True, "include_evaluation": True, "min_agreement": None,
         "created_from": None, "created_to": None, "model_versions": [], "eval_fraction": 0.1,
     }
     assert run.run_pairs.count() == 18
@@ -68,13 +68,13 @@ def test_train_takes_pair_filter_flags_and_several_projects(ranked_project, tiny
     today = timezone.localdate().isoformat()
     train(
         ranked_project.slug, other.slug, "--kind", "reward", "--base", "tiny-policy", "--use-margin", "false",
-        "--source", "human", "--include-flagged", "--from", today, "--to", today, "--eval-fraction", "0.3", "--no-wait",
+        "--source", "human", "--include-flagged", "--exclude-evaluation", "--from", today, "--to", today, "--eval-fraction", "0.3", "--no-wait",
     )
     run = TrainingRun.objects.get()
     assert sorted(p.slug for p in run.projects.all()) == sorted([ranked_project.slug, other.slug])
     assert run.kind == "reward" and run.config["use_margin"] is False and "beta" not in run.config
     assert run.pair_filter == {
-        "sources": ["human"], "exclude_flagged": False, "min_agreement": None, "created_from": today, "created_to": today,
+        "sources": ["human"], "exclude_flagged": False, "include_evaluation": False, "min_agreement": None, "created_from": today, "created_to": today,
         "model_versions": [], "eval_fraction": 0.3,
     }
 

@@ -129,3 +129,17 @@ def test_the_scorer_refuses_an_adapter_without_a_score_head(tmp_path, tiny_model
     save_file(lora_only, str(policy_like / "adapter_model.safetensors"))
     with pytest.raises(ValueError, match="has no score head: it is not a reward model adapter"):
         RewardScorer(base_model=tiny_model, adapter_path=str(policy_like), device="cpu")
+
+
+def test_the_run_page_and_list_show_held_out_accuracy_with_its_interval_and_pairs(client, reward_version):
+    from django.urls import reverse
+
+    from tests.factories import user_with_role
+
+    run = reward_version.training_run
+    estimate = selectors.heldout_accuracy(reward_version)
+    assert estimate.count == run.eval_pairs_used > 0 and estimate.value == reward_version.metrics["eval"]["accuracy"]
+    shown = f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}] ({estimate.count})"
+    client.force_login(user_with_role("researcher"))
+    assert shown in client.get(reverse("run_detail", args=[run.pk])).content.decode()
+    assert shown in client.get(reverse("run_list")).content.decode()

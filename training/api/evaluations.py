@@ -208,7 +208,10 @@ class SendSerializer(serializers.Serializer):
     project = serializers.SlugField(help_text="A project with K = 2 whose labelers get the comparisons.")
     a = serializers.SlugRelatedField(slug_field="name", queryset=POLICY, help_text="One version of the evaluation.")
     b = serializers.SlugRelatedField(slug_field="name", queryset=POLICY, help_text="Another.")
-    limit = serializers.IntegerField(min_value=1, max_value=100_000, required=False, help_text="At most this many pairs (default all).")
+    limit = serializers.IntegerField(
+        min_value=1, max_value=evaluations.MAX_SEND, required=False,
+        help_text=f"At most this many pairs (default {evaluations.MAX_SEND:,}; send again for more: pairs sent before are skipped).",
+    )
 
 
 class SentSerializer(serializers.Serializer):
