@@ -34,7 +34,7 @@ def evaluation_create(request, slug):
     if request.method == "POST" and form.is_valid():
         try:
             evaluation = evaluations.evaluation_create(
-                project=project, versions=_in_order(form.cleaned_data["versions"], request.POST.getlist("versions")),
+                project=project, versions=list(form.cleaned_data["versions"]),
                 judge=form.cleaned_data["judge"], prompt_selection=form.selection(), sampling=form.sampling(),
                 samples=form.cleaned_data["samples"], backend=form.cleaned_data["backend"], name=form.cleaned_data["name"],
                 requested_by=request.user,
@@ -44,12 +44,6 @@ def evaluation_create(request, slug):
         else:
             return redirect("evaluation_detail", evaluation_id=evaluation.pk)
     return render(request, "evaluation_form.html", {"project": project, "form": form}, status=422 if form.errors else 200)
-
-
-def _in_order(versions, names: list[str]) -> list:
-    """The versions in the order their boxes were ticked on the page (the form's queryset has its own order)."""
-    by_name = {version.name: version for version in versions}
-    return [by_name[name] for name in dict.fromkeys(names) if name in by_name]
 
 
 @require(EXPLORE)

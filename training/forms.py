@@ -86,7 +86,7 @@ class EvaluationForm(SamplingForm):
     name = forms.CharField(max_length=200, required=False, help_text="A few words to find it again (optional).")
     versions = forms.ModelMultipleChoiceField(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at"), to_field_name="name",
-        widget=forms.CheckboxSelectMultiple, help_text="2 to 4 policy versions, shown in this order.",
+        widget=forms.CheckboxSelectMultiple, help_text="2 to 4 policy versions; columns in this order (newest first).",
     )
     judge = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.REWARD).order_by("-created_at"), to_field_name="name",
