@@ -1,9 +1,12 @@
-"""Command-line flags for sampling settings, shared by `generate` and `evaluate`: one flag per field of
-generation.backends.base.Sampling, validated by the service that receives them."""
+"""What the `generate` and `evaluate` commands share: one flag per field of generation.backends.base.Sampling
+(validated by the service that receives them), and model versions looked up by name."""
 
 from dataclasses import fields
 
+from django.core.management.base import CommandError
+
 from generation.backends.base import Sampling
+from generation.models import ModelVersion
 
 
 def add_sampling_arguments(parser) -> None:
@@ -17,3 +20,10 @@ def add_sampling_arguments(parser) -> None:
 
 def sampling_from_options(options: dict) -> dict:
     return {setting.name: options[setting.name] for setting in fields(Sampling)}
+
+
+def version_named(name: str) -> ModelVersion:
+    version = ModelVersion.objects.filter(name=name).first()
+    if version is None:
+        raise CommandError(f"No model version named {name!r}.")
+    return version

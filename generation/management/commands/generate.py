@@ -5,8 +5,8 @@ from annotation.models import Project
 from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation import jobs, selectors
-from generation.models import GenerationJob, ModelVersion
-from generation.sampling_cli import add_sampling_arguments, sampling_from_options
+from generation.models import GenerationJob
+from generation.sampling_cli import add_sampling_arguments, sampling_from_options, version_named
 
 
 class Command(BaseCommand):
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         try:
             job = jobs.generation_job_create(
                 project=project,
-                plan=[jobs.PlanEntry(_version(name), n) for name, n in zip(options["model"], options["n"])],
+                plan=[jobs.PlanEntry(version_named(name), n) for name, n in zip(options["model"], options["n"])],
                 prompt_selection=_selection(options),
                 sampling=sampling_from_options(options),
                 backend=options["backend"],
@@ -58,13 +58,6 @@ def _progress_line(job: GenerationJob) -> str:
         f"{job.get_status_display()}: {job.responses_done}/{job.responses_total} responses, "
         f"{job.prompts_done}/{job.prompts_total} prompts, {job.tokens_generated + job.tokens_in_batch} tokens"
     )
-
-
-def _version(name):
-    version = ModelVersion.objects.filter(name=name).first()
-    if version is None:
-        raise CommandError(f"No model version named {name!r}.")
-    return version
 
 
 def _selection(options):

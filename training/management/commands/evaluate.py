@@ -4,8 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 from annotation.models import Project
 from config.jobs import follow_until_finished
 from config.web import validation_message
-from generation.models import GenerationJob, ModelVersion
-from generation.sampling_cli import add_sampling_arguments, sampling_from_options
+from generation.models import GenerationJob
+from generation.sampling_cli import add_sampling_arguments, sampling_from_options, version_named
 from training import evaluation as evaluations
 from training.models import Evaluation
 from training.stats import Estimate
@@ -35,8 +35,8 @@ class Command(BaseCommand):
         try:
             evaluation = evaluations.evaluation_create(
                 project=project,
-                versions=[_version(name) for name in options["model"]],
-                judge=_version(options["judge"]) if options["judge"] else None,
+                versions=[version_named(name) for name in options["model"]],
+                judge=version_named(options["judge"]) if options["judge"] else None,
                 prompt_selection=_selection(options["prompts"]),
                 samples=options["samples"],
                 sampling=sampling_from_options(options),
@@ -51,13 +51,6 @@ class Command(BaseCommand):
             if evaluation.status != Evaluation.Status.SUCCEEDED:
                 raise CommandError(f"Evaluation {evaluation.pk} {evaluation.status}: {evaluation.error or 'the responses saved so far are kept.'}")
             self.stdout.write(results_table(evaluation))
-
-
-def _version(name: str) -> ModelVersion:
-    version = ModelVersion.objects.filter(name=name).first()
-    if version is None:
-        raise CommandError(f"No model version named {name!r}.")
-    return version
 
 
 def _selection(prompts: str) -> dict:
