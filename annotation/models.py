@@ -35,6 +35,17 @@ class Project(models.Model):
         REWARD_SPREAD = "reward_spread", "Hardest for the reward model first"
 
     queue_order = models.CharField(max_length=20, choices=QueueOrder.choices, default=QueueOrder.FEWEST_RANKINGS)
+
+    class DemonstrationMode(models.TextChoices):
+        OFF = "off", "None"
+        WRITE = "write", "Labelers write answers from scratch"
+        EDIT_OPTIONAL = "edit_optional", "After ranking, labelers may rewrite the best response"
+        EDIT_REQUIRED = "edit_required", "After ranking, labelers rewrite the best response"
+
+    demonstration_mode = models.CharField(
+        max_length=20, choices=DemonstrationMode.choices, default=DemonstrationMode.OFF,
+        help_text="Whether labelers also write the answer they want (supervised fine-tuning data).",
+    )
     queue_reward_version = models.ForeignKey(
         "generation.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
         help_text="The reward model whose scores order the queue (hardest first).",
@@ -200,6 +211,8 @@ class PreferencePair(models.Model):
     class Source(models.TextChoices):
         HUMAN = "human", "Human ranking"
         IMPORT = "import", "Imported"
+        EDIT = "edit", "Labeler's edit over the original"
+        JUDGE = "judge", "Reward model (rejection sampling)"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="pairs")
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="pairs")
@@ -213,6 +226,14 @@ class PreferencePair(models.Model):
     ranking = models.ForeignKey(Ranking, null=True, blank=True, on_delete=models.CASCADE, related_name="pairs")
     labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     import_job = models.ForeignKey("annotation.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    demonstration = models.ForeignKey(
+        "annotation.Demonstration", null=True, blank=True, on_delete=models.CASCADE, related_name="pairs",
+        help_text="The labeler's edit this pair prefers over the original (source edit).",
+    )
+    judge = models.ForeignKey(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The reward model that chose (source judge).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -220,9 +241,14 @@ class PreferencePair(models.Model):
         constraints = [
             models.CheckConstraint(condition=~Q(chosen=models.F("rejected")), name="pair_chosen_differs_from_rejected"),
             models.CheckConstraint(
-                condition=Q(source="import", ranking__isnull=True) | Q(source="human", ranking__isnull=False),
-                name="pair_source_matches_ranking",
+                condition=Q(source="import", ranking__isnull=True)
+                | Q(source="human", ranking__isnull=False)
+                | Q(source="edit", demonstration__isnull=False)
+                | Q(source="judge", judge__isnull=False),
+                name="pair_source_matches_origin",
             ),
+            models.UniqueConstraint(fields=["demonstration"], name="pair_one_per_edit", condition=Q(source="edit")),
+            models.UniqueConstraint(fields=["chosen", "rejected", "judge"], name="pair_unique_judge", condition=Q(source="judge")),
             models.UniqueConstraint(
                 fields=["ranking", "chosen", "rejected"], name="pair_unique_per_ranking", condition=Q(source="human")
             ),
@@ -231,6 +257,58 @@ class PreferencePair(models.Model):
             ),
         ]
         indexes = [models.Index(fields=["project", "source", "created_at"])]
+
+
+class Demonstration(models.Model):
+    """The answer a prompt should get (supervised fine-tuning data): written by a labeler, a labeler's edit of a
+    ranked response, an imported SFT row, or a response a reward model picked in rejection sampling. Only accepted
+    ones train by default; an admin reviews what labelers write."""
+
+    class Source(models.TextChoices):
+        WRITTEN = "written", "Written by a labeler"
+        EDITED = "edited", "Edited from a response"
+        IMPORT = "import", "Imported"
+        REJECTION_SAMPLING = "rejection_sampling", "Picked by rejection sampling"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Awaiting review"
+        ACCEPTED = "accepted", "Accepted"
+        REJECTED = "rejected", "Rejected"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="demonstrations")
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="demonstrations")
+    text = models.TextField()
+    text_hash = models.CharField(max_length=64, help_text="sha256 of the text.")
+    source = models.CharField(max_length=20, choices=Source.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    labeler = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="demonstrations")
+    edited_from = models.ForeignKey(
+        "generation.Candidate", null=True, blank=True, on_delete=models.CASCADE, related_name="edits",
+        help_text="The response the labeler rewrote (source edited).",
+    )
+    ranking = models.ForeignKey(Ranking, null=True, blank=True, on_delete=models.SET_NULL, related_name="demonstrations")
+    time_spent_ms = models.PositiveIntegerField(default=0)
+    review_reason = models.CharField(max_length=500, blank=True)
+    reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    import_job = models.ForeignKey("annotation.ImportJob", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    metadata = models.JSONField(default=dict, blank=True, help_text="Provenance: file and row, or job, policy, judge and score.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(condition=~Q(source="edited") | Q(edited_from__isnull=False), name="edit_has_original"),
+            models.UniqueConstraint(fields=["prompt", "text_hash"], name="demonstration_import_once", condition=Q(source="import")),
+            models.UniqueConstraint(fields=["prompt", "labeler"], name="demonstration_written_once", condition=Q(source="written")),
+            models.UniqueConstraint(fields=["edited_from", "labeler"], name="demonstration_edit_once", condition=Q(source="edited")),
+        ]
+        indexes = [models.Index(fields=["project", "status", "source"]), models.Index(fields=["labeler", "created_at"])]
+
+    @property
+    def preview(self) -> str:
+        return self.text if len(self.text) <= 120 else self.text[:117] + "..."
 
 
 class Export(Job):
@@ -242,9 +320,14 @@ class Export(Job):
         HF = "hf", "Hugging Face datasets folder, train/test (zip)"
         RANKINGS = "rankings", "Raw rankings (JSONL)"
 
+    class Dataset(models.TextChoices):
+        PREFERENCE = "preference", "Preference pairs"
+        SFT = "sft", "Demonstrations (SFT)"
+
     projects = models.ManyToManyField(Project, related_name="exports")
+    dataset = models.CharField(max_length=10, choices=Dataset.choices, default=Dataset.PREFERENCE)
     export_format = models.CharField(max_length=10, choices=Format.choices)
-    pair_filter = models.JSONField(default=dict)
+    pair_filter = models.JSONField(default=dict, help_text="The pair filter, or the demonstration filter of an SFT export.")
     rows_total = models.PositiveIntegerField(default=0, help_text="Rows selected when the export was requested.")
     rows_done = models.PositiveIntegerField(default=0)
     data_path = models.CharField(max_length=500, blank=True, help_text="The file to download (a zip for hf).")

@@ -20,6 +20,8 @@ from annotation.models import PreferencePair, Project, Prompt, RankingItem
 from annotation.selectors import item_agreement
 
 SOURCES = tuple(PreferencePair.Source.values)
+# Pairs a reward model chose stay out of training and exports unless a filter names them.
+DEFAULT_SOURCES = tuple(source for source in SOURCES if source != PreferencePair.Source.JUDGE)
 MAX_EVAL_FRACTION = 0.9  # exclusive: at least 10% of the prompts stay for training
 
 
@@ -41,7 +43,8 @@ class PairFilter:
     two or more labelers ranked with at least that pairwise agreement (imported pairs have no labelers and are kept)."""
 
     sources: tuple[str, ...] = _option(
-        SOURCES, "Pair sources, each once.", flag="--source", choices=tuple(PreferencePair.Source.choices)
+        DEFAULT_SOURCES, "Pair sources, each once (judge: pairs a reward model chose in rejection sampling).", flag="--source",
+        choices=tuple(PreferencePair.Source.choices)
     )
     exclude_flagged: bool = _option(
         True, "Leave out the pairs of flagged and retired items.", flag="--include-flagged",
@@ -53,7 +56,7 @@ class PairFilter:
     )
     min_agreement: float | None = _option(
         None, "Only human pairs of items ranked by two or more labelers who agree at least this much (0 to 1); "
-        "imported pairs are kept.", flag="--min-agreement",
+        "pairs of other sources are kept.", flag="--min-agreement",
     )
     created_from: date | None = _option(None, "Pairs created on or after this day.", flag="--from")
     created_to: date | None = _option(None, "Pairs created on or before this day.", flag="--to")
@@ -205,7 +208,7 @@ def selected_pairs(projects: list[Project], pair_filter: PairFilter) -> QuerySet
         )
     if pair_filter.min_agreement is not None:
         agreed = [item for item, value in item_agreement(projects).items() if value is not None and value >= pair_filter.min_agreement]
-        pairs = pairs.filter(Q(source=PreferencePair.Source.IMPORT) | Q(ranking__item_id__in=agreed))
+        pairs = pairs.filter(~Q(source=PreferencePair.Source.HUMAN) | Q(ranking__item_id__in=agreed))
     return pairs.order_by("id")
 
 

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from annotation import export_views, job_views, labeling_views
+from annotation import demonstration_urls, export_views, job_views, labeling_views
 from annotation import views as annotation_views
 from annotation.api import data as data_api
 from annotation.api.auth import ObtainToken
@@ -14,7 +14,7 @@ from annotation.api import labeling as labeling_api
 from annotation.api import views as annotation_api
 from generation import views as generation_views
 from generation.api import views as generation_api
-from training import evaluation_views
+from training import evaluation_views, rejection_sampling_urls
 from training import views as training_views
 from training.api import evaluations as evaluations_api
 from training.api import views as training_api
@@ -69,6 +69,8 @@ api = [
     path("api/evaluations/<int:pk>/", evaluations_api.EvaluationDetail.as_view(), name="api_evaluation"),
     path("api/evaluations/<int:pk>/cancel/", evaluations_api.EvaluationCancel.as_view(), name="api_evaluation_cancel"),
     path("api/evaluations/<int:pk>/send/", evaluations_api.EvaluationSend.as_view(), name="api_evaluation_send"),
+    *demonstration_urls.api,
+    *rejection_sampling_urls.api,
 ]
 
 pages = [
@@ -120,6 +122,8 @@ pages = [
     path("evaluations/<int:evaluation_id>/send/", evaluation_views.evaluation_send, name="evaluation_send"),
     path("models/", generation_views.model_list, name="model_list"),
     path("models/new/", generation_views.model_register, name="model_register"),
+    *demonstration_urls.pages,
+    *rejection_sampling_urls.pages,
     path("admin/", admin.site.urls),
 ]
 

@@ -106,11 +106,13 @@ class Candidate(models.Model):
         GENERATED = "generated", "Generated"
         IMPORT = "import", "Imported"
         EVALUATION = "evaluation", "Sent from an evaluation"
+        EDIT = "edit", "A labeler's edit"
+        REJECTION_SAMPLING = "rejection_sampling", "Rejection sampling"
 
     prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="candidates")
     text = models.TextField()
     text_hash = models.CharField(max_length=64)
-    source = models.CharField(max_length=10, choices=Source.choices)
+    source = models.CharField(max_length=20, choices=Source.choices)
     model_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="candidates")
     generation_job = models.ForeignKey(GenerationJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="candidates")
     sampling = models.JSONField(default=dict, blank=True, help_text="The settings that produced it.")
@@ -124,6 +126,6 @@ class Candidate(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["prompt", "text_hash"], name="candidate_unique_text_per_prompt"),
             models.CheckConstraint(
-                condition=Q(source="import") | Q(model_version__isnull=False), name="generated_candidate_has_model"
+                condition=Q(source__in=["import", "edit"]) | Q(model_version__isnull=False), name="generated_candidate_has_model"
             ),
         ]

@@ -9,12 +9,15 @@ class TrainingRun(Job):
     class Kind(models.TextChoices):
         DPO = "dpo", "DPO policy"
         REWARD = "reward", "Reward model"
+        SFT = "sft", "SFT policy"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     base_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs")
     projects = models.ManyToManyField("annotation.Project", related_name="training_runs")
     config = models.JSONField(default=dict, help_text="Validated training settings.")
-    pair_filter = models.JSONField(default=dict, help_text="Which pairs were selected (sources, agreement, dates).")
+    pair_filter = models.JSONField(
+        default=dict, help_text="Which pairs were selected (sources, agreement, dates); for SFT, which demonstrations."
+    )
     dataset_manifest = models.JSONField(default=dict, blank=True, help_text="Row counts and content hash of the exact pairs used.")
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
@@ -79,6 +82,21 @@ class TrainingRunPair(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "pair"], name="run_pair_once")]
+
+
+class TrainingRunDemonstration(models.Model):
+    """A demonstration an SFT run trained or evaluated on."""
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        EVAL = "eval", "Eval"
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="run_demonstrations")
+    demonstration = models.ForeignKey("annotation.Demonstration", on_delete=models.CASCADE, related_name="run_uses")
+    split = models.CharField(max_length=5, choices=Split.choices)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "demonstration"], name="run_demonstration_once")]
 
 
 class ScoringJob(Job):
@@ -210,3 +228,71 @@ class HumanComparison(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["response_a", "response_b"], name="human_comparison_once")]
+
+
+class RejectionSamplingJob(Job):
+    """A policy generating N responses per prompt, a judge reward model scoring all of them, and a selection rule
+    over that reward matrix (training.rejection_sampling). The selected responses become demonstrations (source
+    rejection_sampling); optionally each prompt's best and worst become a judge-labelled preference pair."""
+
+    class Selection(models.TextChoices):
+        BEST_OF_N = "best-of-n", "Best of N (the top response per prompt)"
+        TOP_K_PER_PROMPT = "top-k-per-prompt", "Top K per prompt"
+        TOP_K_OVERALL = "top-k-overall", "Top K over all prompts"
+
+    class Phase(models.TextChoices):
+        GENERATING = "generating", "Generating"
+        SCORING = "scoring", "Scoring with the judge"
+        SELECTING = "selecting", "Selecting"
+
+    project = models.ForeignKey("annotation.Project", on_delete=models.CASCADE, related_name="rejection_sampling_jobs")
+    policy = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="rejection_sampling_jobs")
+    judge = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="judged_rejection_sampling_jobs")
+    n = models.PositiveSmallIntegerField(default=8, help_text="Responses generated per prompt.")
+    selection = models.CharField(max_length=20, choices=Selection.choices, default=Selection.BEST_OF_N)
+    k = models.PositiveIntegerField(default=1, help_text="How many to keep: per prompt, or over all prompts.")
+    make_pairs = models.BooleanField(default=False, help_text="Also record each prompt's best over worst as a judge-labelled pair.")
+    sampling = models.JSONField(default=dict, help_text="temperature, top_p, max_new_tokens, seed, stop.")
+    prompt_selection = models.JSONField(default=dict, help_text='{"mode": "train" | "ids", "ids": [...]}')
+    backend = models.CharField(max_length=20, default="auto")
+    phase = models.CharField(max_length=10, choices=Phase.choices, blank=True)
+    prompts_total = models.PositiveIntegerField(default=0)
+    work_total = models.PositiveIntegerField(default=0, help_text="Responses to generate, plus as many to score.")
+    work_done = models.PositiveIntegerField(default=0)
+    selected_count = models.PositiveIntegerField(default=0, help_text="Responses selected (demonstrations made).")
+    pairs_created = models.PositiveIntegerField(default=0)
+    results = models.JSONField(default=dict, blank=True, help_text="Score distribution and selection summary.")
+
+    job_kind, kind_label, queue = "rejection_sampling", "rejection sampling job", "gpu"
+    task_name = "training.tasks.run_rejection_sampling"
+    progress_fields, progress_unit = ("work_done", "work_total"), "responses (generated, then scored)"
+    dead_worker_message = "The worker running this rejection sampling stopped (killed or crashed); nothing was selected."
+    detail_url_name = "rejection_sampling_detail"
+    list_select_related = ("project", "policy", "judge")
+
+    class Meta(Job.Meta):
+        pass
+
+    @property
+    def subject(self) -> str:
+        return f"{self.project.name}: {self.policy.name} x{self.n}, judged by {self.judge.name}, {self.get_selection_display()}"
+
+
+class RejectionSample(models.Model):
+    """One response of a rejection-sampling job with the judge's score; ``selected`` marks the chosen ones."""
+
+    job = models.ForeignKey(RejectionSamplingJob, on_delete=models.CASCADE, related_name="samples")
+    prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="+")
+    sample = models.PositiveSmallIntegerField()
+    text = models.TextField()
+    num_tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    selected = models.BooleanField(default=False)
+    demonstration = models.OneToOneField(
+        "annotation.Demonstration", null=True, blank=True, on_delete=models.SET_NULL, related_name="rejection_sample"
+    )
+
+    class Meta:
+        ordering = ["prompt_id", "sample"]
+        constraints = [models.UniqueConstraint(fields=["job", "prompt", "sample"], name="rejection_sample_once")]
