@@ -5,7 +5,9 @@ Accepted, one row per line (JSONL, or a JSON array, or CSV with a header), optio
 - TRL preference rows: ``prompt`` / ``chosen`` / ``rejected`` as strings or message lists, or ``chosen`` / ``rejected``
   message lists alone (the shared turns are the prompt);
 - Anthropic HH rows: ``chosen`` / ``rejected`` transcripts with ``\\n\\nHuman:`` / ``\\n\\nAssistant:`` turns; the shared
-  conversation becomes the prompt.
+  conversation becomes the prompt;
+- SFT rows (demonstrations): ``messages`` ending with an assistant turn (the turns before it are the prompt), or
+  ``prompt`` + ``completion`` (each a string or a message list; a completion list ends with the assistant's turn).
 Optional fields: ``id`` or ``external_id``, ``split`` (train / heldout), ``metadata`` (an object); any other field is
 kept in the metadata. Rows are parsed lazily; the importer writes them inside one transaction, so a broken row
 rejects the whole file.
@@ -34,7 +36,7 @@ from config.limits import size_text
 
 ROLES = ("system", "user", "assistant")
 SPLIT_ALIASES = {"train": "train", "heldout": "heldout", "held-out": "heldout", "test": "heldout", "eval": "heldout", "validation": "heldout"}
-KNOWN_FIELDS = {"prompt", "messages", "chosen", "rejected", "id", "external_id", "split", "metadata"}
+KNOWN_FIELDS = {"prompt", "messages", "chosen", "rejected", "completion", "id", "external_id", "split", "metadata"}
 HH_TURN = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 HH_ASSISTANT = "\n\nAssistant:"
 HH_ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -70,6 +72,7 @@ class ImportedRow:
     messages: list[dict[str, str]]
     chosen: str | None = None
     rejected: str | None = None
+    completion: str | None = None  # an SFT row: the answer the prompt should get
     external_id: str = ""
     split: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -77,6 +80,14 @@ class ImportedRow:
     @property
     def is_preference(self) -> bool:
         return self.chosen is not None
+
+    @property
+    def is_demonstration(self) -> bool:
+        return self.completion is not None
+
+    @property
+    def is_prompt_only(self) -> bool:
+        return not self.is_preference and not self.is_demonstration
 
 
 def content_hash(value: Any) -> str:
@@ -323,14 +334,40 @@ def parse_row(line: int, record: Any) -> ImportedRow:
         "split": _split(record.get("split")),
         "metadata": _metadata(record),
     }
+    if has_chosen and "completion" in record:
+        raise RowError("a row is a preference pair (`chosen`, `rejected`) or a demonstration (`completion`), not both")
     if has_chosen:
         messages, chosen, rejected = _preference(record)
         return ImportedRow(messages=messages, chosen=chosen, rejected=rejected, **common)
+    if "completion" in record:
+        if "prompt" not in record:
+            raise RowError("a `completion` needs its `prompt`")
+        return ImportedRow(
+            messages=_prompt_messages(record["prompt"], "prompt"), completion=_completion(record["completion"]), **common
+        )
     if "messages" in record:
-        return ImportedRow(messages=_prompt_messages(record["messages"], "messages"), **common)
+        messages = record["messages"]
+        if isinstance(messages, list) and messages and isinstance(messages[-1], dict) and messages[-1].get("role") == "assistant":
+            return _demonstration_from_messages(_messages(messages, "messages"), common)
+        return ImportedRow(messages=_prompt_messages(messages, "messages"), **common)
     if "prompt" in record:
         return ImportedRow(messages=_prompt_messages(record["prompt"], "prompt"), **common)
-    raise RowError("expected a `prompt`, `messages`, or `chosen` and `rejected` field")
+    raise RowError("expected a `prompt`, `messages`, `prompt` and `completion`, or `chosen` and `rejected` field")
+
+
+def _demonstration_from_messages(messages: list[dict[str, str]], common: dict) -> ImportedRow:
+    """An SFT conversation: the turns before the last assistant turn are the prompt, that turn the demonstration."""
+    if len(messages) < 2:
+        raise RowError("`messages` ending with an assistant turn needs the user turn before it")
+    prompt = _prompt_messages(messages[:-1], "messages")
+    return ImportedRow(messages=prompt, completion=_completion(messages[-1:], "messages"), **common)
+
+
+def _completion(value: Any, name: str = "completion") -> str:
+    text = _response(value, name)
+    if not text.strip():
+        raise RowError(f"`{name}` is empty: a demonstration needs an answer")
+    return text
 
 
 def _check_storable(record: dict) -> None:
@@ -387,7 +424,7 @@ def _prompt_messages(value: Any, name: str) -> list[dict[str, str]]:
         raise RowError(f"`{name}` must be a string or a list of {{role, content}} messages")
     messages = _messages(value, name)
     if messages[-1]["role"] != "user":
-        raise RowError(f"`{name}` must end with a user turn (the model answers it)")
+        raise RowError(f"`{name}` must end with a user turn (the model answers it), or with the assistant's answer in an SFT row")
     return messages
 
 

@@ -29,7 +29,7 @@ from django.utils import timezone
 
 from annotation import importing
 from annotation.importing import ImportedRow
-from annotation.models import ImportJob, PreferencePair, Project, Prompt
+from annotation.models import Demonstration, ImportJob, PreferencePair, Project, Prompt
 from annotation.services import BATCH_SIZE, ImportReport, chunks_of, import_chunk, import_limits
 from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.models import Candidate
@@ -158,6 +158,7 @@ def import_report(job: ImportJob) -> ImportReport:
     return ImportReport(
         rows=job.rows_written, prompts_created=job.prompts_created, pairs_created=job.pairs_created,
         duplicates_skipped=job.duplicates_skipped, identical_pairs_skipped=job.identical_pairs_skipped,
+        demonstrations_created=job.demonstrations_created,
     )
 
 
@@ -175,8 +176,8 @@ def import_discard(job_id: int) -> None:
 
 
 def _discard_rows(job_id: int) -> None:
-    """Pairs, then candidates, then prompts the import created, a batch per transaction (short write locks)."""
-    for model in (PreferencePair, Candidate, Prompt):
+    """Pairs, demonstrations, candidates, then prompts the import created, a batch per transaction (short write locks)."""
+    for model in (PreferencePair, Demonstration, Candidate, Prompt):
         while True:
             batch = list(model.objects.filter(import_job_id=job_id).values_list("pk", flat=True)[:BATCH_SIZE])
             if not batch:

@@ -375,6 +375,7 @@ class ImportJob(Job):
     pairs_created = models.PositiveIntegerField(default=0)
     duplicates_skipped = models.PositiveIntegerField(default=0)
     identical_pairs_skipped = models.PositiveIntegerField(default=0)
+    demonstrations_created = models.PositiveIntegerField(default=0)
     error_line = models.PositiveIntegerField(null=True, blank=True, help_text="The line of the row that rejected the file.")
 
     job_kind, kind_label, queue = "import", "import", "default"

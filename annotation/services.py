@@ -17,7 +17,7 @@ from django.db import transaction
 
 from annotation import importing
 from annotation.importing import ImportedRow, content_hash
-from annotation.models import ImportJob, PreferencePair, Project, Prompt
+from annotation.models import Demonstration, ImportJob, PreferencePair, Project, Prompt
 from annotation.pairs import held_out_by_hash
 from annotation.roles import ADMIN, LABELER, RESEARCHER, ROLE_PERMISSIONS
 from generation.models import Candidate
@@ -83,12 +83,15 @@ class ImportReport:
     pairs_created: int = 0
     duplicates_skipped: int = 0
     identical_pairs_skipped: int = 0
+    demonstrations_created: int = 0
 
     def __add__(self, other: ImportReport) -> ImportReport:
         return ImportReport(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def summary(self) -> str:
         parts = [f"{self.rows} rows", f"{self.prompts_created} new prompts", f"{self.pairs_created} new preference pairs"]
+        if self.demonstrations_created:
+            parts.append(f"{self.demonstrations_created} new demonstrations")
         parts.append(f"{self.duplicates_skipped} duplicates skipped")
         if self.identical_pairs_skipped:
             parts.append(f"{self.identical_pairs_skipped} pairs with identical chosen and rejected skipped")
@@ -120,6 +123,7 @@ def prompts_import(
 
     A prompt already in the project (same content hash) is not created again. For preference rows the responses
     become imported Candidates and the row becomes an imported PreferencePair; a pair already imported is a duplicate.
+    An SFT row becomes an accepted Demonstration (source import); the same answer to the same prompt is a duplicate.
     A row that fails to parse (raised by the ``rows`` iterator) rolls back everything.
     """
     if not 0.0 <= heldout_fraction < 1.0:
@@ -142,13 +146,16 @@ def import_chunk(
     identical = sum(1 for row, _ in preference_rows if row.chosen == row.rejected)
     preference_rows = [(row, prompt_id) for row, prompt_id in preference_rows if row.chosen != row.rejected]
     pairs_created = _import_pairs(project, preference_rows, import_job)
-    prompt_duplicates = sum(not row.is_preference for row in rows) - _count_prompt_only_created(rows, hashes, prompts_created)
+    demonstration_rows = [(row, prompt_ids[h]) for row, h in zip(rows, hashes) if row.is_demonstration]
+    demonstrations_created = _import_demonstrations(project, demonstration_rows, source, import_job)
+    prompt_duplicates = sum(row.is_prompt_only for row in rows) - _count_prompt_only_created(rows, hashes, prompts_created)
     return ImportReport(
         rows=len(rows),
         prompts_created=len(prompts_created),
         pairs_created=pairs_created,
-        duplicates_skipped=prompt_duplicates + len(preference_rows) - pairs_created,
+        duplicates_skipped=prompt_duplicates + len(preference_rows) - pairs_created + len(demonstration_rows) - demonstrations_created,
         identical_pairs_skipped=identical,
+        demonstrations_created=demonstrations_created,
     )
 
 
@@ -159,7 +166,7 @@ def _count_prompt_only_created(rows: Sequence[ImportedRow], hashes: list[str], c
     for row, h in zip(rows, hashes):
         if h in created and h not in seen:
             seen.add(h)
-            count += not row.is_preference
+            count += row.is_prompt_only
     return count
 
 
@@ -227,6 +234,37 @@ def _import_pairs(project: Project, preference_rows: list[tuple[ImportedRow, int
     new_pairs = [pair for key, pair in wanted.items() if key not in existing]
     PreferencePair.objects.bulk_create(new_pairs, batch_size=BATCH_SIZE)
     return len(new_pairs)
+
+
+def _import_demonstrations(
+    project: Project, rows: list[tuple[ImportedRow, int]], source: str, import_job: ImportJob | None
+) -> int:
+    """Imported SFT rows as accepted demonstrations (an admin chose to import them), each answer once per prompt."""
+    wanted: dict[tuple[int, str], Demonstration] = {}
+    for row, prompt_id in rows:
+        text_hash = content_hash(row.completion)
+        wanted.setdefault(
+            (prompt_id, text_hash),
+            Demonstration(
+                project=project,
+                prompt_id=prompt_id,
+                text=row.completion,
+                text_hash=text_hash,
+                source=Demonstration.Source.IMPORT,
+                status=Demonstration.Status.ACCEPTED,
+                import_job=import_job,
+                metadata={"file": source[:200], "line": row.line, "external_id": row.external_id},
+            ),
+        )
+    existing: set[tuple[int, str]] = set()
+    prompt_ids = sorted({prompt_id for prompt_id, _ in wanted})
+    for chunk in _chunks(prompt_ids, BATCH_SIZE):
+        existing.update(
+            Demonstration.objects.filter(source=Demonstration.Source.IMPORT, prompt_id__in=chunk).values_list("prompt_id", "text_hash")
+        )
+    new = [demonstration for key, demonstration in wanted.items() if key not in existing]
+    Demonstration.objects.bulk_create(new, batch_size=BATCH_SIZE)
+    return len(new)
 
 
 def _imported_candidates_get_or_create(texts: set[tuple[int, str]], import_job: ImportJob | None) -> dict[tuple[int, str], int]:

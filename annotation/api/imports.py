@@ -24,7 +24,7 @@ class ImportJobSerializer(JobStateSerializer, serializers.ModelSerializer):
         model = ImportJob
         fields = [
             "id", "project", "filename", "status", "phase", "progress", "rows_total", "rows_written", "prompts_created",
-            "pairs_created", "duplicates_skipped", "identical_pairs_skipped", "error_line", "problem", "error",
+            "pairs_created", "duplicates_skipped", "identical_pairs_skipped", "demonstrations_created", "error_line", "problem", "error",
             "cancel_requested", "created_at", "started_at", "finished_at", *JOB_STATE_FIELDS,
         ]
 

@@ -64,6 +64,7 @@ class ImportReportSerializer(serializers.Serializer):
     pairs_created = serializers.IntegerField()
     duplicates_skipped = serializers.IntegerField()
     identical_pairs_skipped = serializers.IntegerField()
+    demonstrations_created = serializers.IntegerField(help_text="SFT rows imported as accepted demonstrations.")
 
 
 class ImportErrorSerializer(serializers.Serializer):

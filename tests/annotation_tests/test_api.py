@@ -99,7 +99,7 @@ def test_import_a_file_through_the_api(api_client, users, project):
     upload = SimpleUploadedFile("pairs.jsonl", b'{"prompt": "q", "chosen": "good", "rejected": "bad"}\n{"prompt": "r"}\n')
     response = client.post(reverse("api_prompts_import", args=[project.slug]), {"file": upload, "heldout_fraction": "0"}, format="multipart")
     assert response.status_code == 201
-    assert response.json() == {"rows": 2, "prompts_created": 2, "pairs_created": 1, "duplicates_skipped": 0, "identical_pairs_skipped": 0}
+    assert response.json() == {"rows": 2, "prompts_created": 2, "pairs_created": 1, "duplicates_skipped": 0, "identical_pairs_skipped": 0, "demonstrations_created": 0}
 
 
 def test_import_rows_as_json_through_the_api(api_client, users, project):

@@ -152,7 +152,7 @@ def test_parse_hh_transcript():
         (b'{"prompt": 3}\n', "", 1, "must be a string or a list"),
         (b'{"messages": []}\n', "", 1, "non-empty list"),
         (b'{"messages": [{"role": "robot", "content": "x"}]}\n', "", 1, "role` must be one of"),
-        (b'{"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}\n', "", 1, "must end with a user turn"),
+        (b'{"messages": [{"role": "system", "content": "x"}, {"role": "assistant", "content": "y"}]}\n', "", 1, "must end with a user turn"),
         (b'{"messages": [{"role": "user", "content": "x"}, {"role": "system", "content": "y"}, {"role": "user", "content": "z"}]}\n', "", 1, "system message may only come first"),
         (b'{"prompt": "q", "chosen": "a"}\n', "", 1, "needs both `chosen` and `rejected`"),
         (b'{"chosen": "no markers", "rejected": "none here"}\n', "", 1, "share no"),
