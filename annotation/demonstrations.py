@@ -17,6 +17,7 @@ from annotation.models import Demonstration, Project
 from annotation.pairs import MAX_EVAL_FRACTION, SplitRule, _day_start, _optional_date, _optional_fraction, split_rule
 
 SOURCES = tuple(Demonstration.Source.values)
+EXPORT_FORMATS = ("jsonl", "parquet", "hf")  # SFT exports (raw rankings have no SFT counterpart)
 STATUSES = tuple(Demonstration.Status.values)
 MAX_JOBS = 100
 

@@ -1,6 +1,7 @@
 from django import forms
 
-from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, Export, Project
+from annotation import demonstrations
+from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, Demonstration, Export, Project
 from annotation.pairs import FILTER_NAMES, FILTER_OPTIONS, FilterOption
 from config.job_queue import JobFilter
 from config.jobs import Job, job_kinds
@@ -63,6 +64,42 @@ class PairFilterForm(_PairFilterFields):
 class ExportForm(PairFilterForm):
     projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
     export_format = forms.ChoiceField(choices=Export.Format.choices, initial="jsonl", widget=forms.RadioSelect, label="Format")
+
+    field_order = ["projects", "export_format"]
+
+
+class DemonstrationFilterForm(forms.Form):
+    """Which demonstrations: one field per field of annotation.demonstrations.DemonstrationFilter (SFT runs and
+    SFT exports). ``demonstration_filter()`` gives the dict that demonstration_filter_from validates."""
+
+    sources = forms.MultipleChoiceField(
+        choices=Demonstration.Source.choices, initial=list(demonstrations.SOURCES), widget=forms.CheckboxSelectMultiple,
+        help_text=demonstrations.HELP["sources"],
+    )
+    statuses = forms.MultipleChoiceField(
+        choices=Demonstration.Status.choices, initial=[Demonstration.Status.ACCEPTED], widget=forms.CheckboxSelectMultiple,
+        label="Review status", help_text=demonstrations.HELP["statuses"],
+    )
+    rejection_jobs = forms.CharField(
+        required=False, label="Rejection-sampling jobs", help_text=demonstrations.HELP["rejection_jobs"] + " E.g. 3, 7."
+    )
+    created_from = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text=demonstrations.HELP["created_from"])
+    created_to = forms.DateField(required=False, widget=forms.DateInput(attrs={"type": "date"}), help_text=demonstrations.HELP["created_to"])
+    eval_fraction = forms.FloatField(
+        required=False, min_value=0, max_value=demonstrations.MAX_EVAL_FRACTION, initial=0.1, help_text=demonstrations.HELP["eval_fraction"]
+    )
+
+    def demonstration_filter(self) -> dict:
+        data = {name: self.cleaned_data.get(name) for name in demonstrations.FILTER_NAMES}
+        return {name: value for name, value in data.items() if value not in (None, "", [])}
+
+
+class SFTExportForm(DemonstrationFilterForm):
+    projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
+    export_format = forms.ChoiceField(
+        choices=[(value, label) for value, label in Export.Format.choices if value in demonstrations.EXPORT_FORMATS],
+        initial="jsonl", widget=forms.RadioSelect, label="Format",
+    )
 
     field_order = ["projects", "export_format"]
 

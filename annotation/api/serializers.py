@@ -1,7 +1,8 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, PreferencePair, Project, Prompt
+from annotation import demonstrations
+from annotation.models import MAX_K, MAX_RANKINGS_PER_ITEM, MIN_K, MIN_RANKINGS_PER_ITEM, Demonstration, PreferencePair, Project, Prompt
 from annotation.pairs import FILTER_OPTIONS, FilterOption
 
 
@@ -113,3 +114,29 @@ class PairFilterField(serializers.DictField):
         if sources not in (None, "", []) and not (isinstance(sources, list) and all(isinstance(s, str) for s in sources)):
             raise serializers.ValidationError({"sources": [f"Give a list of sources: {', '.join(PreferencePair.Source.values)}."]})
         return data
+
+
+# --- the demonstration filter shared by SFT exports and SFT runs --------------------------------------------------
+
+
+class DemonstrationFilterSerializer(serializers.Serializer):
+    """Which demonstrations an SFT export or an SFT run takes. Documents the ``demonstration_filter`` object; the
+    filter itself is validated by annotation.demonstrations (which also refuses unknown keys)."""
+
+    sources = serializers.ListField(
+        child=serializers.ChoiceField(choices=Demonstration.Source.choices), required=False, help_text=demonstrations.HELP["sources"]
+    )
+    statuses = serializers.ListField(
+        child=serializers.ChoiceField(choices=Demonstration.Status.choices), required=False, help_text=demonstrations.HELP["statuses"]
+    )
+    rejection_jobs = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, help_text=demonstrations.HELP["rejection_jobs"])
+    created_from = serializers.DateField(allow_null=True, required=False, help_text=demonstrations.HELP["created_from"])
+    created_to = serializers.DateField(allow_null=True, required=False, help_text=demonstrations.HELP["created_to"])
+    eval_fraction = serializers.FloatField(
+        allow_null=True, required=False, min_value=0, max_value=demonstrations.MAX_EVAL_FRACTION, help_text=demonstrations.HELP["eval_fraction"]
+    )
+
+
+@extend_schema_field(DemonstrationFilterSerializer)
+class DemonstrationFilterField(serializers.DictField):
+    """A ``demonstration_filter`` object, checked by annotation.demonstrations.demonstration_filter_from."""
