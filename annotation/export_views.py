@@ -7,7 +7,7 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 
 from annotation import exports
-from annotation.forms import ExportForm
+from annotation.forms import ExportForm, SFTExportForm
 from annotation.models import Export, Project
 from annotation.roles import EXPLORE, require
 from config.web import add_validation_errors
@@ -29,7 +29,38 @@ def export_create(request, slug):
             add_validation_errors(form, exc)
         else:
             return redirect("export_detail", export_id=export.pk)
-    context = {"project": project, "form": form, "recent": Export.objects.prefetch_related("projects")[:20]}
+    return _export_form_page(request, project, form, Export.Dataset.PREFERENCE)
+
+
+@require(EXPLORE)
+def sft_export_create(request, slug):
+    """Demonstrations as an SFT dataset; a link may prefill the filter (?sources=rejection_sampling&rejection_jobs=3)."""
+    project = get_object_or_404(Project, slug=slug)
+    initial = {"projects": [project]}
+    if request.method == "GET":
+        initial |= {key: request.GET.getlist(key) for key in ("sources", "statuses") if key in request.GET}
+        initial |= {"rejection_jobs": request.GET["rejection_jobs"]} if "rejection_jobs" in request.GET else {}
+    form = SFTExportForm(request.POST or None, initial=initial)
+    if request.method == "POST" and form.is_valid():
+        try:
+            export = exports.export_create(
+                projects=list(form.cleaned_data["projects"]),
+                export_format=form.cleaned_data["export_format"],
+                dataset=Export.Dataset.SFT,
+                pair_filter=form.demonstration_filter(),
+                requested_by=request.user,
+            )
+        except ValidationError as exc:
+            add_validation_errors(form, exc)
+        else:
+            return redirect("export_detail", export_id=export.pk)
+    return _export_form_page(request, project, form, Export.Dataset.SFT)
+
+
+def _export_form_page(request, project, form, dataset: str):
+    context = {
+        "project": project, "form": form, "dataset": dataset, "recent": Export.objects.prefetch_related("projects")[:20],
+    }
     return render(request, "export_form.html", context, status=422 if form.errors else 200)
 
 

@@ -7,6 +7,11 @@ Formats:
 - ``hf``: a Hugging Face ``datasets`` folder (``save_to_disk``) with ``train`` and ``test`` splits by prompt;
 - ``rankings``: every ranking as a labeler made it (tiers, rationale, time spent, the item's flags) as JSONL.
 
+SFT exports (demonstrations) come in ``jsonl`` / ``parquet`` / ``hf`` too: one row per demonstration with ``messages``
+(the prompt's turns and the demonstration as the last assistant turn, which TRL's SFTTrainer reads) plus its
+provenance: source, review status, pseudonymous labeler, time spent, the response an edit started from, and for
+rejection sampling the job, policy, judge and score.
+
 Rows stream from the database in id order, in chunks, so memory stays flat and the same data and filters give
 byte-identical files. The card (README.md) holds the counts, agreement, model versions, guidelines, filters and the
 sha256 of the data.
@@ -28,6 +33,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db.models import QuerySet
 
+from annotation.demonstrations import DemonstrationFilter, demonstration_split_rule, selected_demonstrations
 from annotation.models import Project, Ranking, RankingItem
 from annotation.pairs import PairFilter, selected_pairs, split_rule, split_rule_description
 from annotation.selectors import item_agreement, project_agreement
@@ -95,6 +101,39 @@ def pair_rows(projects: list[Project], pair_filter: PairFilter) -> Iterator[dict
             "chosen_model": row["chosen__model_version__name"],
             "rejected_model": row["rejected__model_version__name"],
             "source": row["source"],
+            "split": SPLIT_NAMES[rule.is_heldout(row["prompt__split"], row["prompt__content_hash"])],
+            "created_at": _iso(row["created_at"]),
+        }
+
+
+DEMONSTRATION_FIELDS = (
+    "pk", "project__slug", "prompt_id", "prompt__messages", "prompt__split", "prompt__content_hash", "text", "source",
+    "status", "labeler_id", "time_spent_ms", "edited_from_id", "edited_from__model_version__name", "metadata", "created_at",
+)
+
+
+def demonstration_rows(projects: list[Project], selection: DemonstrationFilter) -> Iterator[dict]:
+    """The selected demonstrations as SFT export rows, in id order."""
+    demonstrations = selected_demonstrations(projects, selection)
+    rule = demonstration_split_rule(demonstrations, selection.eval_fraction)
+    for values in demonstrations.values_list(*DEMONSTRATION_FIELDS).iterator(chunk_size=CHUNK):
+        row = dict(zip(DEMONSTRATION_FIELDS, values, strict=True))
+        metadata = row["metadata"] or {}
+        yield {
+            "messages": [*_messages(row["prompt__messages"]), {"role": "assistant", "content": row["text"]}],
+            "demonstration_id": row["pk"],
+            "project": row["project__slug"],
+            "prompt_id": row["prompt_id"],
+            "source": row["source"],
+            "status": row["status"],
+            "labeler": labeler_pseudonym(row["labeler_id"]),
+            "time_spent_ms": row["time_spent_ms"],
+            "edited_from_id": row["edited_from_id"],
+            "edited_from_model": row["edited_from__model_version__name"],
+            "rejection_job": metadata.get("job"),
+            "policy": metadata.get("policy"),
+            "judge": metadata.get("judge"),
+            "score": metadata.get("score"),
             "split": SPLIT_NAMES[rule.is_heldout(row["prompt__split"], row["prompt__content_hash"])],
             "created_at": _iso(row["created_at"]),
         }
@@ -184,6 +223,8 @@ class Stats:
 
 
 def _row_models(row: dict) -> list[str]:
+    if "messages" in row:
+        return [name for name in (row["edited_from_model"], row["policy"]) if name]
     if "responses" in row:
         return [r["model"] for r in row["responses"] if r["model"]]
     return [name for name in (row["chosen_model"], row["rejected_model"]) if name]
@@ -201,7 +242,7 @@ def _json_line(row: dict) -> bytes:
     return (json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n").encode()
 
 
-def write_jsonl(rows: Iterable[dict], path: Path) -> None:
+def write_jsonl(rows: Iterable[dict], path: Path, schema=None) -> None:
     with open(path, "wb") as out:
         for row in rows:
             out.write(_json_line(row))
@@ -220,13 +261,26 @@ def parquet_schema():
     ])
 
 
-def write_parquet(rows: Iterable[dict], path: Path) -> None:
+def sft_parquet_schema():
+    import pyarrow as pa
+
+    message = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    return pa.schema([
+        ("messages", message), ("demonstration_id", pa.int64()), ("project", pa.string()), ("prompt_id", pa.int64()),
+        ("source", pa.string()), ("status", pa.string()), ("labeler", pa.string()), ("time_spent_ms", pa.int64()),
+        ("edited_from_id", pa.int64()), ("edited_from_model", pa.string()), ("rejection_job", pa.int64()),
+        ("policy", pa.string()), ("judge", pa.string()), ("score", pa.float64()), ("split", pa.string()),
+        ("created_at", pa.string()),
+    ])
+
+
+def write_parquet(rows: Iterable[dict], path: Path, schema=None) -> None:
     """Rows become Arrow tables a chunk at a time (Python dicts are the costly part); chunks are written together
     as row groups of PARQUET_ROW_GROUP rows, which readers and compression prefer to many small groups."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = parquet_schema()
+    schema = schema or parquet_schema()
     pending: list = []
     with pq.ParquetWriter(path, schema, compression="zstd") as writer:
         for batch in _batches(rows, CHUNK):
@@ -249,14 +303,14 @@ def _batches(rows: Iterable[dict], size: int) -> Iterator[list[dict]]:
         yield batch
 
 
-def write_hf(rows: Iterable[dict], folder: Path) -> None:
+def write_hf(rows: Iterable[dict], folder: Path, schema=None) -> None:
     """A ``datasets`` folder with train and test splits. The rows go to one Parquet file per split first (streamed),
     which ``datasets`` then converts; its fingerprints are set from the content so the folder is reproducible."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     from datasets import Dataset, DatasetDict
 
-    schema = parquet_schema()
+    schema = schema or parquet_schema()
     with tempfile.TemporaryDirectory(prefix="prefloop-hf-") as scratch:
         paths = {split: Path(scratch) / f"{split}.parquet" for split in SPLIT_NAMES.values()}
         writers = {split: pq.ParquetWriter(path, schema) for split, path in paths.items()}
@@ -293,21 +347,46 @@ def export_write(
     *, projects: list[Project], export_format: str, pair_filter: PairFilter, out: Path, progress: Progress | None = None
 ) -> ExportResult:
     """Write the data to ``out`` (a file, or a folder for ``hf``) and its card beside it (inside for ``hf``)."""
-    out = Path(out)
     source = ranking_rows if export_format == "rankings" else pair_rows
+    return _write_with_card(
+        source(projects, pair_filter), export_format=export_format, out=out, schema=None, progress=progress,
+        card=lambda stats, digest: dataset_card(
+            projects=projects, export_format=export_format, pair_filter=pair_filter, stats=stats, sha256=digest
+        ),
+    )
+
+
+def sft_export_write(
+    *, projects: list[Project], export_format: str, selection: DemonstrationFilter, out: Path, progress: Progress | None = None
+) -> ExportResult:
+    """The selected demonstrations as an SFT dataset in ``out`` with its card (see export_write)."""
+    return _write_with_card(
+        demonstration_rows(projects, selection), export_format=export_format, out=out, schema=sft_parquet_schema(),
+        progress=progress,
+        card=lambda stats, digest: sft_dataset_card(
+            projects=projects, export_format=export_format, selection=selection, stats=stats, sha256=digest
+        ),
+    )
+
+
+def _write_with_card(
+    rows: Iterable[dict], *, export_format: str, out: Path, schema, progress: Progress | None, card: Callable[[Stats, str], str]
+) -> ExportResult:
+    """``card(stats, sha256)`` writes the card once the rows are written and hashed."""
+    out = Path(out)
     stats = Stats()
     partial = out.with_name(out.name + ".partial")
     _remove(partial)
-    WRITERS[export_format](_counted(source(projects, pair_filter), stats, progress), partial)
+    WRITERS[export_format](_counted(rows, stats, progress), partial, schema)
     _remove(out)
     partial.rename(out)
     digest = _content_hash(out)
-    card = dataset_card(projects=projects, export_format=export_format, pair_filter=pair_filter, stats=stats, sha256=digest)
+    text = card(stats, digest)
     card_path = out / "README.md" if out.is_dir() else out.with_name(out.name.removesuffix(SUFFIX[export_format]) + ".README.md")
-    card_path.write_text(card, encoding="utf-8")
+    card_path.write_text(text, encoding="utf-8")
     if progress:
         progress(stats.rows)
-    return ExportResult(data_path=out, card_path=card_path, rows=stats.rows, sha256=digest, card=card)
+    return ExportResult(data_path=out, card_path=card_path, rows=stats.rows, sha256=digest, card=text)
 
 
 def _remove(path: Path) -> None:
@@ -377,6 +456,57 @@ def dataset_card(*, projects: list[Project], export_format: str, pair_filter: Pa
         "`rejected_model`, `source` (human or import), `split`, `created_at`. Load with "
         "`datasets.load_dataset(\"json\" | \"parquet\", data_files=...)` or `datasets.load_from_disk` and train "
         "with TRL's DPOTrainer or RewardTrainer.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def sft_dataset_card(
+    *, projects: list[Project], export_format: str, selection: DemonstrationFilter, stats: Stats, sha256: str
+) -> str:
+    """README.md of an SFT export (no export time, so equal data gives an equal card)."""
+    lines = [
+        "---",
+        "tags: [prefloop, sft, demonstrations]",
+        "---",
+        f"# {', '.join(p.name for p in projects)}: demonstrations (SFT)",
+        "",
+        f"Exported by Prefloop as `{export_format}`. Content sha256: `{sha256}`.",
+        "",
+        "## Counts",
+        "",
+        f"- demonstrations: {stats.rows} ({', '.join(f'{split} {n}' for split, n in sorted(stats.splits.items())) or 'none'})",
+        f"- prompts: {len(stats.prompts)}",
+        f"- labelers: {len(stats.labelers)} (pseudonymous ids)",
+        f"- sources: {', '.join(f'{source} {n}' for source, n in sorted(stats.sources.items())) or 'none'}",
+        "",
+        "## Model versions behind edited and rejection-sampled demonstrations",
+        "",
+        *([f"- `{name}`: {n}" for name, n in sorted(stats.models.items())] or ["- none"]),
+        "",
+        "## Filters",
+        "",
+        *[f"- {name}: {_filter_value(value)}" for name, value in selection.as_dict().items()],
+        f"- split: {split_rule_description(selection.eval_fraction)}, `train` and `test` by prompt",
+        "",
+        "## Guidelines given to the labelers",
+        "",
+    ]
+    for project in projects:
+        lines += [f"### {project.name}", "", project.guidelines.strip() or "(none)", ""]
+    lines += [
+        "## Columns",
+        "",
+        "`messages` (the prompt's turns, then the demonstration as the last assistant turn), `demonstration_id`, "
+        "`project`, `prompt_id`, `source` (written, edited, import, rejection_sampling), `status` (review), "
+        "`labeler`, `time_spent_ms`, `edited_from_id` / `edited_from_model` (the response an edit started from), "
+        "`rejection_job` / `policy` / `judge` / `score` (rejection sampling), `split`, `created_at`.",
+        "",
+        "## Training on it",
+        "",
+        "TRL's SFTTrainer reads `messages` with the model's chat template. For a loss on the answer only, set "
+        "`assistant_only_loss=True`, or split each row into `prompt` (`messages[:-1]`) and `completion` "
+        "(`messages[-1:]`), which SFTTrainer trains on the completion only by default (Prefloop's SFT runs do this).",
         "",
     ]
     return "\n".join(lines)

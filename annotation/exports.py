@@ -11,7 +11,8 @@ from django.contrib.auth.models import AbstractUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings
+from annotation.demonstrations import EXPORT_FORMATS, demonstration_filter_from, selected_demonstrations
+from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings, sft_export_write
 from annotation.models import Export, Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
 from config.jobs import job_dispatch_on_commit, job_update, run_job
@@ -20,17 +21,32 @@ SYNC_ROWS = 20_000  # at most this many rows: written during the request (a few 
 
 
 def export_create(
-    *, projects: list[Project], export_format: str, pair_filter: dict | None = None, requested_by: AbstractUser | None = None
+    *,
+    projects: list[Project],
+    export_format: str,
+    pair_filter: dict | None = None,
+    dataset: str = Export.Dataset.PREFERENCE,
+    requested_by: AbstractUser | None = None,
 ) -> Export:
-    if export_format not in FORMATS:
-        raise ValidationError({"export_format": f"Choose one of {', '.join(FORMATS)}."})
+    """``dataset`` preference: ``pair_filter`` is a pair filter (annotation.pairs); sft: a demonstration filter
+    (annotation.demonstrations)."""
+    if dataset not in Export.Dataset.values:
+        raise ValidationError({"dataset": f"Choose one of {', '.join(Export.Dataset.values)}."})
+    formats = EXPORT_FORMATS if dataset == Export.Dataset.SFT else FORMATS
+    if export_format not in formats:
+        raise ValidationError({"export_format": f"Choose one of {', '.join(formats)}."})
     if not projects:
         raise ValidationError({"projects": "Choose at least one project."})
-    selection = pair_filter_from(pair_filter)
-    total = _rows_selected(projects, export_format, selection)
+    if dataset == Export.Dataset.SFT:
+        selection = demonstration_filter_from(pair_filter)
+        total = selected_demonstrations(projects, selection).count()
+    else:
+        selection = pair_filter_from(pair_filter)
+        total = _rows_selected(projects, export_format, selection)
     with transaction.atomic():
         export = Export.objects.create(
-            export_format=export_format, pair_filter=selection.as_dict(), rows_total=total, requested_by=requested_by
+            dataset=dataset, export_format=export_format, pair_filter=selection.as_dict(), rows_total=total,
+            requested_by=requested_by,
         )
         export.projects.set(projects)
         if total > SYNC_ROWS:
@@ -38,6 +54,14 @@ def export_create(
     if total <= SYNC_ROWS:
         export = export_run(export.pk)
     return export
+
+
+def _file_stem(export: Export, projects: list[Project]) -> str:
+    if export.dataset == Export.Dataset.SFT:
+        kind = "-sft"
+    else:
+        kind = "-rankings" if export.export_format == "rankings" else "-preferences"
+    return "-".join(project.slug for project in projects)[:80] + kind
 
 
 def _rows_selected(projects: list[Project], export_format: str, selection: PairFilter) -> int:
@@ -56,14 +80,14 @@ def _write(export: Export) -> dict:
     shutil.rmtree(folder, ignore_errors=True)  # a leftover of an earlier database with the same ids
     folder.mkdir(parents=True)
     projects = list(export.projects.order_by("slug"))
-    name = "-".join(project.slug for project in projects)[:80] + ("-rankings" if export.export_format == "rankings" else "-preferences")
-    result = export_write(
-        projects=projects,
-        export_format=export.export_format,
-        pair_filter=pair_filter_from(export.pair_filter),
-        out=folder / f"{name}{SUFFIX[export.export_format]}",
-        progress=lambda rows: job_update(export, rows_done=rows),
-    )
+    out = folder / f"{_file_stem(export, projects)}{SUFFIX[export.export_format]}"
+    progress = lambda rows: job_update(export, rows_done=rows)  # noqa: E731
+    if export.dataset == Export.Dataset.SFT:
+        selection = demonstration_filter_from(export.pair_filter)
+        result = sft_export_write(projects=projects, export_format=export.export_format, selection=selection, out=out, progress=progress)
+    else:
+        selection = pair_filter_from(export.pair_filter)
+        result = export_write(projects=projects, export_format=export.export_format, pair_filter=selection, out=out, progress=progress)
     download = result.data_path
     if download.is_dir():
         download = Path(shutil.make_archive(str(download), "zip", root_dir=download.parent, base_dir=download.name))

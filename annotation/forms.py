@@ -72,6 +72,8 @@ class DemonstrationFilterForm(forms.Form):
     """Which demonstrations: one field per field of annotation.demonstrations.DemonstrationFilter (SFT runs and
     SFT exports). ``demonstration_filter()`` gives the dict that demonstration_filter_from validates."""
 
+    FILTER_FIELDS = list(demonstrations.FILTER_NAMES)
+
     sources = forms.MultipleChoiceField(
         choices=Demonstration.Source.choices, initial=list(demonstrations.SOURCES), widget=forms.CheckboxSelectMultiple,
         help_text=demonstrations.HELP["sources"],
@@ -97,7 +99,10 @@ class DemonstrationFilterForm(forms.Form):
 class SFTExportForm(DemonstrationFilterForm):
     projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
     export_format = forms.ChoiceField(
-        choices=[(value, label) for value, label in Export.Format.choices if value in demonstrations.EXPORT_FORMATS],
+        choices=[
+            ("jsonl", "JSONL (TRL SFT messages)"), ("parquet", "Parquet (TRL SFT messages)"),
+            ("hf", "Hugging Face datasets folder, train/test (zip)"),
+        ],
         initial="jsonl", widget=forms.RadioSelect, label="Format",
     )
 

@@ -92,6 +92,7 @@ pages = [
     path("projects/<slug:slug>/flags/<int:flag_id>/dismiss/", labeling_views.flag_review, {"decision": "dismiss"}, name="flag_dismiss"),
     path("projects/<slug:slug>/flags/<int:flag_id>/retire/", labeling_views.flag_review, {"decision": "retire"}, name="flag_retire"),
     path("projects/<slug:slug>/export/", export_views.export_create, name="export_create"),
+    path("projects/<slug:slug>/export/sft/", export_views.sft_export_create, name="sft_export_create"),
     path("exports/<int:export_id>/", export_views.export_detail, name="export_detail"),
     path("jobs/import/<int:import_id>/", annotation_views.import_detail, name="import_detail"),
     path("jobs/import/<int:import_id>/cancel/", annotation_views.import_cancel, name="import_cancel"),
