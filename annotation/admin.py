@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from annotation.models import Assignment, ItemFlag, PreferencePair, Project, Prompt, Ranking, RankingItem
+from annotation.models import Assignment, Demonstration, ItemFlag, PreferencePair, Project, Prompt, Ranking, RankingItem
 
 
 @admin.register(Project)
@@ -48,3 +48,10 @@ class PreferencePairAdmin(admin.ModelAdmin):
     list_display = ["id", "project", "prompt", "source", "margin", "created_at"]
     list_filter = ["project", "source"]
     raw_id_fields = ["prompt", "chosen", "rejected", "ranking"]
+
+
+@admin.register(Demonstration)
+class DemonstrationAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "prompt", "source", "status", "labeler", "created_at"]
+    list_filter = ["project", "source", "status"]
+    raw_id_fields = ["prompt", "edited_from", "ranking", "labeler", "reviewed_by", "import_job"]
