@@ -17,6 +17,14 @@ class ProjectForm(forms.Form):
     rankings_per_item = forms.IntegerField(
         min_value=MIN_RANKINGS_PER_ITEM, max_value=MAX_RANKINGS_PER_ITEM, initial=1, label="Rankings needed per item"
     )
+    demonstration_mode = forms.ChoiceField(
+        choices=Project.DemonstrationMode.choices, initial=Project.DemonstrationMode.OFF, label="Demonstrations", required=False,
+        help_text="Whether labelers also give the answer they want (data for supervised fine-tuning): written from "
+        "scratch on a page of their own, or rewritten from the best response right after ranking an item.",
+    )
+
+    def clean_demonstration_mode(self) -> str:
+        return self.cleaned_data["demonstration_mode"] or Project.DemonstrationMode.OFF
 
 
 class PromptImportForm(forms.Form):

@@ -7,7 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from annotation import labeling, selectors
+from annotation import demonstration_views, labeling, selectors
 from annotation.labeling import LabelingError
 from annotation.models import ItemFlag, Project, Ranking
 from annotation.roles import LABEL, MANAGE, require
@@ -21,10 +21,16 @@ def label(request, slug):
     """The label page; htmx (the empty queue polling while generation runs) gets just the item fragment."""
     project = get_object_or_404(Project, slug=slug)
     fragment = request.htmx and not request.htmx.history_restore_request
-    return render(request, "_label_item.html" if fragment else "label.html", _next_item_context(request, project))
+    editor = demonstration_views.editor_requested(request, project)
+    return render(request, "_label_item.html" if fragment else "label.html", _next_item_context(request, project, editor=editor))
 
 
-def _next_item_context(request, project, **extra):
+def _next_item_context(request, project, editor=None, **extra):
+    """The next item to rank; or, in an edit-mode project, the editor of a ranking's best response (``editor``, or the
+    one "edit_required" calls back), with no new lease taken meanwhile."""
+    editor = editor or demonstration_views.editor_awaiting(request.user, project)
+    if editor:
+        return {"project": project, "editor": editor, "progress": selectors.labeler_progress(request.user, project), **extra}
     assignment = labeling.assignment_next(labeler=request.user, project=project)
     return {
         "project": project,
@@ -37,11 +43,15 @@ def _next_item_context(request, project, **extra):
     }
 
 
-def _item_or_next(request, project, action, success_message):
+def _item_or_next(request, project, action, success_message, editor_after=None):
     """Run a labeling action on the current item. htmx gets the next item (or the same one with the error) to
-    swap in; a plain form post is redirected back to the label page with the outcome as a message."""
+    swap in; a plain form post is redirected back to the label page with the outcome as a message. ``editor_after``
+    (of the action's result) gives the editor to show instead of the next item, where the project asks for edits."""
+    editor = None
     try:
-        outcome, status = {"saved": success_message(action())}, 200
+        result = action()
+        outcome, status = {"saved": success_message(result)}, 200
+        editor = editor_after(result) if editor_after else None
     except LabelingError as exc:
         outcome, status = {"error": str(exc)}, 422
     if not request.htmx:
@@ -49,8 +59,10 @@ def _item_or_next(request, project, action, success_message):
             messages.error(request, outcome["error"])
         else:
             messages.success(request, outcome["saved"])
+        if editor:
+            return redirect(demonstration_views.editor_url(project, editor.ranking_id))
         return redirect("label", slug=project.slug)
-    return render(request, "_label_item.html", _next_item_context(request, project, **outcome), status=status)
+    return render(request, "_label_item.html", _next_item_context(request, project, editor=editor, **outcome), status=status)
 
 
 @require(LABEL)
@@ -67,7 +79,10 @@ def label_rank(request, slug, item_id):
             time_spent_ms=_int_or_none(request.POST.get("time_spent_ms")),
         )
 
-    return _item_or_next(request, project, rank, lambda ranking: f"Saved: {selectors.ranking_as_text(ranking)}")
+    return _item_or_next(
+        request, project, rank, lambda ranking: f"Saved: {selectors.ranking_as_text(ranking)}",
+        editor_after=demonstration_views.editor_after_ranking,
+    )
 
 
 @require(LABEL)

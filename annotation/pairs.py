@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from annotation.models import PreferencePair, Project, Prompt, RankingItem
+from annotation.models import Demonstration, PreferencePair, Project, Prompt, RankingItem
 from annotation.selectors import item_agreement
 
 SOURCES = tuple(PreferencePair.Source.values)
@@ -43,7 +43,8 @@ class PairFilter:
     two or more labelers ranked with at least that pairwise agreement (imported pairs have no labelers and are kept)."""
 
     sources: tuple[str, ...] = _option(
-        DEFAULT_SOURCES, "Pair sources, each once (judge: pairs a reward model chose in rejection sampling).", flag="--source",
+        DEFAULT_SOURCES, "Pair sources, each once (edit: a labeler's edit over the response it rewrote, left out once an admin rejects the "
+        "edit; judge: pairs a reward model chose in rejection sampling).", flag="--source",
         choices=tuple(PreferencePair.Source.choices)
     )
     exclude_flagged: bool = _option(
@@ -193,8 +194,11 @@ def _optional_date(value, name: str, errors: dict) -> date | None:
 
 def selected_pairs(projects: list[Project], pair_filter: PairFilter) -> QuerySet[PreferencePair]:
     pairs = PreferencePair.objects.filter(project__in=projects, source__in=pair_filter.sources)
+    # An edit an admin rejected says nothing about what labelers prefer: its pair "edited > original" stays out.
+    pairs = pairs.exclude(source=PreferencePair.Source.EDIT, demonstration__status=Demonstration.Status.REJECTED)
     if pair_filter.exclude_flagged:
-        pairs = pairs.exclude(ranking__item__status__in=[RankingItem.Status.FLAGGED, RankingItem.Status.RETIRED])
+        unrankable = [RankingItem.Status.FLAGGED, RankingItem.Status.RETIRED]
+        pairs = pairs.exclude(ranking__item__status__in=unrankable).exclude(demonstration__ranking__item__status__in=unrankable)
     if not pair_filter.include_evaluation:
         pairs = pairs.exclude(ranking__item__origin=RankingItem.Origin.EVALUATION)
     if pair_filter.created_from:

@@ -61,6 +61,7 @@ def project_create(
     guidelines: str = "",
     responses_per_item: int = 4,
     rankings_per_item: int = 1,
+    demonstration_mode: str = Project.DemonstrationMode.OFF,
     created_by: AbstractUser | None = None,
 ) -> Project:
     project = Project(
@@ -69,6 +70,7 @@ def project_create(
         guidelines=guidelines,
         responses_per_item=responses_per_item,
         rankings_per_item=rankings_per_item,
+        demonstration_mode=demonstration_mode,
         created_by=created_by,
     )
     project.full_clean()

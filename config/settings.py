@@ -239,6 +239,9 @@ SPECTACULAR_SETTINGS = {
         "PromptSelectionModeEnum": "generation.api.serializers.PromptSelectionSerializer.MODES",
         "ImportPhaseEnum": "annotation.models.ImportJob.Phase",
         "EvaluationPhaseEnum": "training.models.Evaluation.Phase",
+        "DemonstrationSourceEnum": "annotation.models.Demonstration.Source",
+        "DemonstrationStatusEnum": "annotation.models.Demonstration.Status",
+        "RejectionSamplingPhaseEnum": "training.models.RejectionSamplingJob.Phase",
     },
     # What Django's path converters accept: other values never reach the API (the URL resolver answers them).
     "PATH_CONVERTER_OVERRIDES": {

@@ -3,7 +3,7 @@ from django.contrib.auth import get_user_model
 
 from annotation import services
 from annotation.importing import content_hash
-from annotation.models import Project, Prompt
+from annotation.models import Demonstration, Project, Prompt
 
 
 class ProjectFactory(factory.django.DjangoModelFactory):
@@ -25,6 +25,21 @@ class PromptFactory(factory.django.DjangoModelFactory):
     messages = factory.Sequence(lambda n: [{"role": "user", "content": f"Question number {n}?"}])
     content_hash = factory.LazyAttribute(lambda prompt: content_hash(prompt.messages))
     source = "factory"
+
+
+class DemonstrationFactory(factory.django.DjangoModelFactory):
+    """A demonstration made directly (an imported SFT row by default: accepted, no labeler); pass ``source``,
+    ``status``, ``labeler`` and the rest as a test needs."""
+
+    class Meta:
+        model = Demonstration
+
+    prompt = factory.SubFactory(PromptFactory)
+    project = factory.LazyAttribute(lambda demonstration: demonstration.prompt.project)
+    text = factory.Sequence(lambda n: f"A helpful answer, number {n}.")
+    text_hash = factory.LazyAttribute(lambda demonstration: content_hash(demonstration.text))
+    source = Demonstration.Source.IMPORT
+    status = Demonstration.Status.ACCEPTED
 
 
 def user_with_role(role: str, username: str | None = None):

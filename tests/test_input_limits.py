@@ -84,3 +84,20 @@ def test_add_user_refuses_weak_passwords(password, message):
     with pytest.raises(CommandError, match=message):
         call_command("add_user", "lena-the-labeler", "--role", "labeler", "--password", password)
     assert not get_user_model().objects.filter(username="lena-the-labeler").exists()
+
+
+def test_a_demonstration_past_its_limit_is_refused_on_the_page_and_over_the_api(client, api_client, labeler):
+    from annotation.demonstrating import MAX_DEMONSTRATION_CHARS
+    from annotation.models import Demonstration
+    from tests.factories import ProjectFactory, PromptFactory
+
+    prompt = PromptFactory(project=ProjectFactory(slug="writing-limits", demonstration_mode="write"))
+    api_client.force_authenticate(labeler)
+    url = reverse("api_demonstrations", args=["writing-limits"])
+    response = api_client.post(url, {"prompt": prompt.pk, "text": "x" * (MAX_DEMONSTRATION_CHARS + 1)}, format="json")
+    assert response.status_code == 400 and "text" in response.json() and len(response.content) < 300, response.content[:300]
+    client.force_login(labeler)
+    page = client.post(reverse("write_submit", args=["writing-limits", prompt.pk]), {"text": "x" * (MAX_DEMONSTRATION_CHARS + 1)}, follow=True)
+    assert f"The answer is longer than {MAX_DEMONSTRATION_CHARS} characters.".encode() in page.content
+    assert not Demonstration.objects.exists()
+    assert api_client.post(url, {"prompt": prompt.pk, "text": "x" * MAX_DEMONSTRATION_CHARS}, format="json").status_code == 201

@@ -9,7 +9,7 @@ from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from annotation import labeling, selectors
+from annotation import demonstrating, labeling, selectors
 from annotation.api.serializers import MessageSerializer, TiersField
 from annotation.labeling import MAX_FLAG_NOTE, MAX_RATIONALE, MAX_SKIP_REASON
 from annotation.models import ItemFlag, Project, Ranking
@@ -193,7 +193,9 @@ class ProjectProgressSerializer(serializers.Serializer):
 
 
 class NextItem(APIView):
-    """Lease the next item (or return the current lease). 204 when nothing is left for you."""
+    """Lease the next item (or return the current lease). 204 when nothing is left for you. 409 in a project that
+    asks for an edit of every ranking's best response, while your latest ranking has none (POST
+    /api/rankings/{id}/edit/ first)."""
 
     permission_classes = [IsLabeler]
 
@@ -201,13 +203,18 @@ class NextItem(APIView):
         responses={
             200: NextItemSerializer,
             204: OpenApiResponse(description="Nothing is left for you to rank in this project."),
-            **error_responses(404),
+            **error_responses(404, 409),
         }
     )
     def get(self, request, slug):
         project = selectors.project_for_labeling(slug)
         if project is None:
             raise NotFound("No such project.")
+        if awaiting := demonstrating.ranking_awaiting_edit(labeler=request.user, project=project):
+            raise labeling.LabelingError(
+                f"This project asks for an edit of every ranking's best response: edit ranking {awaiting.pk} first "
+                f"(GET, then POST /api/rankings/{awaiting.pk}/edit/)."
+            )
         assignment = labeling.assignment_next(labeler=request.user, project=project)
         if assignment is None:
             return Response(status=status.HTTP_204_NO_CONTENT)

@@ -9,10 +9,18 @@ from annotation.pairs import FILTER_OPTIONS, FilterOption
 class ProjectSerializer(serializers.ModelSerializer):
     responses_per_item = serializers.IntegerField(min_value=MIN_K, max_value=MAX_K, default=4)
     rankings_per_item = serializers.IntegerField(min_value=MIN_RANKINGS_PER_ITEM, max_value=MAX_RANKINGS_PER_ITEM, default=1)
+    demonstration_mode = serializers.ChoiceField(
+        choices=Project.DemonstrationMode.choices, default=Project.DemonstrationMode.OFF,
+        help_text="Whether labelers also give the answer they want: off; write (from scratch); edit_optional or "
+        "edit_required (rewrite the best response of each ranking).",
+    )
 
     class Meta:
         model = Project
-        fields = ["id", "name", "slug", "guidelines", "responses_per_item", "rankings_per_item", "created_at", "updated_at"]
+        fields = [
+            "id", "name", "slug", "guidelines", "responses_per_item", "rankings_per_item", "demonstration_mode", "created_at",
+            "updated_at",
+        ]
         read_only_fields = ["id", "created_at", "updated_at"]
 
 
