@@ -27,6 +27,10 @@ class ProjectForm(forms.Form):
         return self.cleaned_data["demonstration_mode"] or Project.DemonstrationMode.OFF
 
 
+class DemonstrationModeForm(forms.Form):
+    demonstration_mode = forms.ChoiceField(choices=Project.DemonstrationMode.choices, label="Demonstrations")
+
+
 class PromptImportForm(forms.Form):
     file = forms.FileField(help_text="JSONL, JSON or CSV, optionally .gz")
     heldout_fraction = forms.FloatField(

@@ -78,6 +78,16 @@ def project_create(
     return project
 
 
+def project_demonstration_mode_set(*, project: Project, mode: str) -> Project:
+    """Whether the project's labelers also give demonstrations. Turning it off or changing it keeps every
+    demonstration made so far; only what labelers are asked next changes."""
+    if mode not in Project.DemonstrationMode.values:
+        raise ValidationError({"demonstration_mode": f"Choose one of {', '.join(Project.DemonstrationMode.values)}."})
+    project.demonstration_mode = mode
+    project.save(update_fields=["demonstration_mode", "updated_at"])
+    return project
+
+
 @dataclass(frozen=True)
 class ImportReport:
     rows: int = 0

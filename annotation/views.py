@@ -4,9 +4,10 @@ from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from annotation import imports, selectors, services
-from annotation.forms import ProjectForm, PromptFilterForm, PromptImportForm
+from annotation.forms import DemonstrationModeForm, ProjectForm, PromptFilterForm, PromptImportForm
 from annotation.importing import ImportFileError
 from annotation.models import ImportJob, Project
 from config.job_queue import job_progress
@@ -40,10 +41,26 @@ def project_create(request):
 @require(*ANY_ROLE)
 def project_detail(request, slug):
     project = get_object_or_404(Project, slug=slug)
-    context = {"project": project, "import_form": PromptImportForm()}
+    context = {
+        "project": project, "import_form": PromptImportForm(),
+        "demonstration_form": DemonstrationModeForm(initial={"demonstration_mode": project.demonstration_mode}),
+    }
     if request.user.has_perm(EXPLORE):
         context["stats"] = selectors.project_stats(project)
     return render(request, "project_detail.html", context)
+
+
+@require_POST
+@require(MANAGE)
+def demonstration_mode_set(request, slug):
+    project = get_object_or_404(Project, slug=slug)
+    form = DemonstrationModeForm(request.POST)
+    if form.is_valid():
+        services.project_demonstration_mode_set(project=project, mode=form.cleaned_data["demonstration_mode"])
+        messages.success(request, f"Demonstrations: {project.get_demonstration_mode_display().lower()}.")
+    else:
+        messages.error(request, "Choose one of the demonstration modes.")
+    return redirect("project_detail", slug=project.slug)
 
 
 @accepts_uploads

@@ -80,6 +80,7 @@ pages = [
     path("projects/new/", annotation_views.project_create, name="project_create"),
     path("projects/<slug:slug>/", annotation_views.project_detail, name="project_detail"),
     path("projects/<slug:slug>/import/", annotation_views.prompts_import, name="prompts_import"),
+    path("projects/<slug:slug>/demonstration-mode/", annotation_views.demonstration_mode_set, name="demonstration_mode_set"),
     path("projects/<slug:slug>/prompts/", annotation_views.prompt_list, name="prompt_list"),
     path("projects/<slug:slug>/prompts/<int:prompt_id>/", annotation_views.prompt_detail, name="prompt_detail"),
     path("projects/<slug:slug>/label/", labeling_views.label, name="label"),

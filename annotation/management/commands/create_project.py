@@ -2,6 +2,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from annotation import services
+from annotation.models import Project
 from config.web import validation_message
 
 
@@ -15,6 +16,11 @@ class Command(BaseCommand):
         parser.add_argument("--rankings-per-item", type=int, default=1, help="Rankings needed per item, 1 to 5.")
         parser.add_argument("--guidelines", default="", help="Guidelines in Markdown.")
         parser.add_argument("--guidelines-file", help="Read the guidelines (Markdown) from this file.")
+        parser.add_argument(
+            "--demonstrations", choices=Project.DemonstrationMode.values, default=Project.DemonstrationMode.OFF,
+            help="Whether labelers also give the answer they want: write (from scratch), edit_optional or edit_required "
+            "(rewrite the best response after ranking). Default: off.",
+        )
 
     def handle(self, *args, **options):
         guidelines = options["guidelines"]
@@ -28,6 +34,7 @@ class Command(BaseCommand):
                 guidelines=guidelines,
                 responses_per_item=options["k"],
                 rankings_per_item=options["rankings_per_item"],
+                demonstration_mode=options["demonstrations"],
             )
         except ValidationError as exc:
             raise CommandError(validation_message(exc)) from exc
