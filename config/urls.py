@@ -25,6 +25,7 @@ api = [
     path("api/auth/token/", ObtainToken.as_view(), name="api_token"),
     path("api/projects/", annotation_api.ProjectList.as_view(), name="api_projects"),
     path("api/projects/<slug:slug>/", annotation_api.ProjectDetail.as_view(), name="api_project"),
+    path("api/projects/<slug:slug>/demonstration-mode/", annotation_api.DemonstrationMode.as_view(), name="api_demonstration_mode"),
     path("api/projects/<slug:slug>/prompts/", annotation_api.PromptList.as_view(), name="api_prompts"),
     path("api/projects/<slug:slug>/prompts/import/", annotation_api.PromptImport.as_view(), name="api_prompts_import"),
     path("api/imports/<int:pk>/", imports_api.ImportJobDetail.as_view(), name="api_import"),

@@ -2,7 +2,7 @@ from dataclasses import asdict
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema, extend_schema_view
-from rest_framework import generics, status
+from rest_framework import generics, serializers, status
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -43,6 +43,25 @@ class ProjectDetail(generics.RetrieveAPIView):
     permission_classes = [AnyRoleReadsAdminWrites]
     queryset = Project.objects.all()
     lookup_field = "slug"
+
+
+class DemonstrationModeSerializer(serializers.Serializer):
+    demonstration_mode = serializers.ChoiceField(choices=Project.DemonstrationMode.choices)
+
+
+class DemonstrationMode(APIView):
+    """POST ``{demonstration_mode: off | write | edit_optional | edit_required}`` (admins): whether the project's
+    labelers also give demonstrations from now on; what they gave so far is kept."""
+
+    permission_classes = [IsAdmin]
+
+    @extend_schema(request=DemonstrationModeSerializer, responses={200: ProjectSerializer, **error_responses(400, 404)})
+    def post(self, request, slug):
+        project = get_object_or_404(Project, slug=slug)
+        data = DemonstrationModeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        project = services.project_demonstration_mode_set(project=project, mode=data.validated_data["demonstration_mode"])
+        return Response(ProjectSerializer(project).data)
 
 
 @extend_schema_view(

@@ -35,3 +35,16 @@ def test_create_project_takes_the_mode():
     assert Project.objects.get(slug="writers").demonstration_mode == "write"
     with pytest.raises(CommandError):
         call_command("create_project", "others", "--demonstrations", "sometimes")
+
+
+def test_the_api_changes_it_for_admins_only(api_client, users, project):
+    url = f"/api/projects/{project.slug}/demonstration-mode/"
+    api_client.force_authenticate(users["researcher"])
+    assert api_client.post(url, {"demonstration_mode": "write"}, format="json").status_code == 403
+    api_client.force_authenticate(users["admin"])
+    response = api_client.post(url, {"demonstration_mode": "write"}, format="json")
+    assert response.status_code == 200 and response.json()["demonstration_mode"] == "write"
+    bad = api_client.post(url, {"demonstration_mode": "sometimes"}, format="json")
+    assert bad.status_code == 400 and "demonstration_mode" in bad.json()
+    project.refresh_from_db()
+    assert project.demonstration_mode == "write"
