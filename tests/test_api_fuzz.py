@@ -37,7 +37,7 @@ from annotation.roles import ADMIN, LABELER
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
 from tests.factories import ProjectFactory, PromptFactory, make_item, user_with_role
 from tests.training_tests.conftest import rank_items
-from training.models import CandidateScore, ScoringJob, TrainingMetric, TrainingRun
+from training.models import CandidateScore, RejectionSample, RejectionSamplingJob, ScoringJob, TrainingMetric, TrainingRun
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -90,13 +90,21 @@ def fuzz_data(db):
         for split in ("train", "eval")
     )
     scoring = ScoringJob.objects.create(project=project, reward_version=reward)
+    sampled = RejectionSamplingJob.objects.create(
+        project=project, policy=policy, judge=reward, n=2, status="succeeded", prompt_selection={"mode": "train"}, selected_count=2,
+    )
+    RejectionSample.objects.bulk_create(
+        RejectionSample(job=sampled, prompt=prompt, sample=sample, text=f"answer {sample}", score=float(sample), selected=sample == 1)
+        for prompt in project.prompts.all()[:2]
+        for sample in (0, 1)
+    )
     CandidateScore.objects.bulk_create(
         CandidateScore(candidate=candidate, reward_version=reward, score=float(candidate.pk), scoring_job=scoring)
         for candidate in Candidate.objects.filter(prompt__project=project)
     )
     body_values = {
         "project": [project.slug], "projects": [[project.slug]], "base_version": [policy.name], "reward_version": [reward.name],
-        "model": [policy.name], "n": [project.responses_per_item], "tiers": [[["C"], ["B"], ["A"]], [["A"], ["B", "C"]]],  # labelers rank by letters
+        "model": [policy.name], "policy": [policy.name], "judge": [reward.name], "n": [project.responses_per_item], "tiers": [[["C"], ["B"], ["A"]], [["A"], ["B", "C"]]],  # labelers rank by letters
     }
     query_values = {"project": [project.slug], "model": [reward.name], "labeler": [labeler.pk], "model_versions": [policy.name]}
     return {"admin": admin, "body_values": body_values, "query_values": query_values}
@@ -117,6 +125,7 @@ def known_path_values() -> dict[str, dict[str, list]]:
         "exports": Export.objects.all(), "flags": ItemFlag.objects.all(), "generation-jobs": GenerationJob.objects.all(),
         "rankings": Ranking.objects.all(), "training-runs": TrainingRun.objects.all(), "scoring-jobs": ScoringJob.objects.all(),
         "items": RankingItem.objects.all(), "prompts": Prompt.objects.all(),
+        "rejection-sampling": RejectionSamplingJob.objects.all(),
     }
     known = {segment: {"id": list(rows.values_list("pk", flat=True)), "item_id": []} for segment, rows in ids.items()}
     known["items"]["item_id"] = known["items"]["id"]

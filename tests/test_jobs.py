@@ -49,7 +49,9 @@ def finished(model, seconds, **fields):
 
 
 def test_every_kind_shares_the_lifecycle():
-    assert {model.job_kind for model in job_kinds()} == {"evaluation", "export", "generation", "import", "scoring", "training"}
+    assert {model.job_kind for model in job_kinds()} == {
+        "evaluation", "export", "generation", "import", "rejection_sampling", "scoring", "training",
+    }
     for model in job_kinds():
         names = {field.name for field in model._meta.get_fields()}
         assert {"status", "cancel_requested", "error", "heartbeat_at", "device", "worker", "requested_by"} <= names

@@ -83,3 +83,60 @@ def run_charts(names: list[str], series_by_metric: dict, run_labels: dict[int, s
         if chart is not None:
             charts.append(chart)
     return charts
+
+
+# --- histograms ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    width: float
+    y: float  # top of the bar, in the viewBox
+    height: float
+    low: float  # the bin's edges and count, for its tooltip
+    high: float
+    count: int
+    selected_y: float  # the selected responses' bar, drawn over it
+    selected_height: float
+    selected: int
+
+
+@dataclass(frozen=True)
+class Histogram:
+    title: str
+    bars: list[Bar]
+    x_min: float
+    x_max: float
+    y_max: int
+    width: int = WIDTH
+    height: int = HEIGHT
+
+    @property
+    def plot_bottom(self) -> int:
+        return HEIGHT - PAD_BOTTOM
+
+    @property
+    def plot_left(self) -> int:
+        return PAD_LEFT
+
+
+def build_histogram(title: str, histogram: dict) -> Histogram | None:
+    """Bars from training.selection.histogram's ``{edges, counts, selected}``; None when there is nothing to draw."""
+    counts, selected, edges = histogram.get("counts") or [], histogram.get("selected") or [], histogram.get("edges") or []
+    if not counts or len(edges) != len(counts) + 1:
+        return None
+    y_max = max(1, max(counts))
+    plot_width, plot_height = WIDTH - PAD_LEFT - PAD_RIGHT, HEIGHT - PAD_TOP - PAD_BOTTOM
+    slot = plot_width / len(counts)
+    bars = []
+    for index, count in enumerate(counts):
+        chosen = selected[index] if index < len(selected) else 0
+        height, selected_height = plot_height * count / y_max, plot_height * chosen / y_max
+        bars.append(Bar(
+            x=round(PAD_LEFT + index * slot + 0.5, 1), width=round(max(slot - 1, 0.5), 1),
+            y=round(PAD_TOP + plot_height - height, 1), height=round(height, 1),
+            low=edges[index], high=edges[index + 1], count=count,
+            selected_y=round(PAD_TOP + plot_height - selected_height, 1), selected_height=round(selected_height, 1), selected=chosen,
+        ))
+    return Histogram(title=title, bars=bars, x_min=edges[0], x_max=edges[-1], y_max=y_max)

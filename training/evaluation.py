@@ -16,7 +16,6 @@ The leaderboard fits Bradley–Terry ratings on all judge and, separately, all h
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
@@ -28,17 +27,16 @@ from django.db import transaction
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt, RankingItem
-from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
-from generation.backends.base import ModelSpec, PromptRequest, open_backend
-from generation.jobs import MAX_SELECTED_IDS, sampling_from
+from config.jobs import job_dispatch_on_commit, job_update, run_job
+from generation.backends.base import PromptRequest
+from generation.jobs import sampling_from
 from generation.models import Candidate, GenerationJob, ModelVersion
-from training import selectors, stats
+from training import generate_and_score, selectors, stats
 from training.models import Evaluation, EvaluationModel, EvaluationPrompt, EvaluationResponse, HumanComparison
 
 MIN_VERSIONS, MAX_VERSIONS = 2, 4
 MAX_SAMPLES = 8
 MAX_TYPED_PROMPTS, MAX_TYPED_CHARS = 20, 20_000
-SCORE_BATCH = 16
 MAX_SEND = 2_000  # blind comparisons per request (each is a few rows): send again for more, the sent ones are skipped
 
 
@@ -60,7 +58,7 @@ def evaluation_create(
     """Validate and queue an evaluation on the GPU queue (after the transaction commits)."""
     checked = sampling_from(sampling)
     _check_versions(versions)
-    _check_judge(judge)
+    generate_and_score.check_judge(judge)
     if not isinstance(samples, int) or isinstance(samples, bool) or not 1 <= samples <= MAX_SAMPLES:
         raise ValidationError({"samples": f"Responses per prompt must be a whole number from 1 to {MAX_SAMPLES}."})
     if checked.temperature == 0 and samples > 1:
@@ -95,11 +93,6 @@ def _check_versions(versions: Sequence[ModelVersion]) -> None:
         raise ValidationError({"versions": "Only policy models answer prompts; a reward model can be the judge."})
 
 
-def _check_judge(judge: ModelVersion | None) -> None:
-    if judge is not None and (judge.kind != ModelVersion.Kind.REWARD or not judge.adapter_path):
-        raise ValidationError({"judge": f"{judge.name} is not a reward model: the judge must be a reward model trained or registered here."})
-
-
 def evaluation_prompts(project: Project, selection: dict) -> list[tuple[int | None, list[dict]]]:
     """(project prompt id or None, messages) of each prompt to evaluate: ``heldout`` (the project's held-out split),
     ``ids`` (the listed prompts of the project) or ``typed`` (texts typed in, each a one-turn conversation)."""
@@ -111,21 +104,11 @@ def evaluation_prompts(project: Project, selection: dict) -> list[tuple[int | No
         prompts = prompts.filter(split=Prompt.Split.HELDOUT)
         empty = f"{project.name} has no held-out prompts: mark some as held out, or list prompts."
     elif mode == "ids":
-        ids = selection.get("ids")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
-            raise ValidationError({"prompt_selection": "ids must be a non-empty list of prompt ids."})
-        if len(ids) > MAX_SELECTED_IDS:
-            raise ValidationError({"prompt_selection": f"At most {MAX_SELECTED_IDS:,} prompts per evaluation (got {len(ids):,})."})
-        prompts = prompts.filter(pk__in=ids)
+        prompts = generate_and_score.listed_prompts(project, selection.get("ids"), "evaluation")
         empty = f"None of these prompts belongs to {project.name}."
     else:
         raise ValidationError({"prompt_selection": "mode must be heldout, ids or typed."})
-    chosen = list(prompts.values_list("pk", "messages")[: MAX_SELECTED_IDS + 1])
-    if not chosen:
-        raise ValidationError({"prompt_selection": empty})
-    if len(chosen) > MAX_SELECTED_IDS:
-        raise ValidationError({"prompt_selection": f"At most {MAX_SELECTED_IDS:,} prompts per evaluation: list the ones to use."})
-    return chosen
+    return generate_and_score.prompt_messages(prompts, empty=empty, what="evaluation")
 
 
 def _typed_texts(typed) -> list[str]:
@@ -159,47 +142,19 @@ def _evaluate(evaluation: Evaluation) -> None:
 
 
 def _generate(evaluation: Evaluation, version: ModelVersion, prompts: list[tuple[int, list[dict]]]) -> None:
-    started = time.monotonic()
-    backend = open_backend(evaluation.backend, ModelSpec(version.base_model, version.adapter_path))
-    job_update(evaluation, load_seconds=evaluation.load_seconds + time.monotonic() - started, device=backend.device)
-    try:
-        requests = [PromptRequest(key=pk, messages=messages, n=evaluation.samples) for pk, messages in prompts]
-        for batch in backend.generate(requests, sampling_from(evaluation.sampling)):
-            samples: dict[int, int] = {}
-            rows = []
-            for generation in batch:
-                sample = samples[generation.key] = samples.get(generation.key, -1) + 1
-                rows.append(EvaluationResponse(
-                    evaluation=evaluation, eval_prompt_id=generation.key, model_version=version, sample=sample,
-                    text=generation.text, num_tokens=generation.num_tokens, finish_reason=generation.finish_reason,
-                ))
-            EvaluationResponse.objects.bulk_create(rows)
-            job_update(evaluation, work_done=evaluation.work_done + len(rows))
-            stop_if_cancelled(evaluation)
-    finally:
-        backend.close()
+    requests = [PromptRequest(key=pk, messages=messages, n=evaluation.samples) for pk, messages in prompts]
+    generate_and_score.generate(
+        evaluation, version, requests, sampling_from(evaluation.sampling),
+        lambda generation, sample: EvaluationResponse(
+            evaluation=evaluation, eval_prompt_id=generation.key, model_version=version, sample=sample,
+            text=generation.text, num_tokens=generation.num_tokens, finish_reason=generation.finish_reason,
+        ),
+    )
 
 
 def _score(evaluation: Evaluation) -> None:
-    from training.trainers.scoring import RewardScorer
-
-    judge = evaluation.judge
-    responses = list(evaluation.responses.order_by("id").values_list("pk", "eval_prompt__messages", "text"))
-    started = time.monotonic()
-    scorer = RewardScorer(
-        base_model=judge.base_model, adapter_path=judge.adapter_path,
-        load_in_4bit=bool(judge.config.get("training", {}).get("load_in_4bit", False)),
-    )
-    job_update(evaluation, load_seconds=evaluation.load_seconds + time.monotonic() - started)
-    done = 0
-    for scores in scorer.score([(messages, text) for _, messages, text in responses], batch_size=SCORE_BATCH):
-        batch = responses[done : done + len(scores)]
-        EvaluationResponse.objects.bulk_update(
-            [EvaluationResponse(pk=pk, score=score) for (pk, _, _), score in zip(batch, scores, strict=True)], ["score"]
-        )
-        done += len(scores)
-        job_update(evaluation, work_done=evaluation.work_done + len(scores))
-        stop_if_cancelled(evaluation)
+    rows = list(evaluation.responses.order_by("id").values_list("pk", "eval_prompt__messages", "text"))
+    generate_and_score.score(evaluation, evaluation.judge, EvaluationResponse, rows)
 
 
 # --- figures --------------------------------------------------------------------------------------------------------

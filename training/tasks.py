@@ -20,3 +20,10 @@ def run_evaluation(evaluation_id: int) -> str:
     from training import evaluation
 
     return evaluation.evaluation_execute(evaluation_id).status
+
+
+@shared_task(acks_late=True)
+def run_rejection_sampling(job_id: int) -> str:
+    from training import rejection_sampling
+
+    return rejection_sampling.rejection_sampling_execute(job_id).status
