@@ -1,7 +1,18 @@
-"""Benchmark of DPO training runs: samples per second of a real Prefloop training run against a bare TRL script on
-the same examples and settings (the ratio is our overhead; target >= 0.95), and our device-aware defaults
-(on a CPU: bf16 where it has AVX512-BF16/AMX, no gradient checkpointing) against TRL's own DPOConfig defaults (bf16=True,
-gradient_checkpointing=True) on this machine, with the default model (SmolLM2-135M-Instruct, QLoRA: 4-bit NF4).
+"""Benchmark of DPO (default) or SFT (``--kind sft``) training runs: samples per second of a real Prefloop training
+run against a bare TRL script on the same examples and settings (the ratio is our overhead; target >= 0.95), and our
+device-aware defaults (on a CPU: bf16 where it has AVX512-BF16/AMX, no gradient checkpointing) against TRL's own
+DPOConfig / SFTConfig defaults (bf16=True, gradient_checkpointing=True) on this machine, with the default model
+(SmolLM2-135M-Instruct, QLoRA: 4-bit NF4).
+
+With ``--kind sft`` everything below holds with demonstrations for pairs: setup imports each prompt with its chosen
+reply as an SFT row (``prompts_import`` of ``ImportedRow(messages, completion)``: an accepted demonstration, the
+import path of the app), the run is ``training_run_create(kind="sft", ...)`` and its examples are exported with
+``run_examples`` and ``sft_rows`` (TRL's conversational prompt-completion format), and the bare side is TRL's
+SFTTrainer set up as ``training.trainers.run._trainer`` sets it up for SFT: the same BitsAndBytesConfig and LoraConfig
+(task CAUSAL_LM), SFTConfig with the same common arguments (learning rate, batch sizes, epochs, max_length, seed, the
+resolved bf16 and gradient_checkpointing, use_cpu, the device map, logging every step, eval every 1/5 of the run) and
+``completion_only_loss=True, packing=False``; then the same float32 LoRA parameters without bf16 and no bitsandbytes
+CPU inference packing. --pairs and --eval-pairs then count demonstrations.
 
 What it runs, each measurement in its own fresh subprocess, from the repository root, with a temporary
 PREFLOOP_DATA_DIR and SQLite database (``manage.py migrate`` first):
@@ -52,6 +63,7 @@ before and after the whole run and inside every subprocess just before it trains
 used meanwhile; compare runs only with similar calibration times.
 
     .venv/bin/python bench/training.py                     # 16 train + 4 eval pairs, batch 4, max_length 256: 2-5 min
+    .venv/bin/python bench/training.py --kind sft          # the same with 16 + 4 demonstrations and SFTTrainer
     .venv/bin/python bench/training.py --pairs 64 --batch-size 8 --max-length 512 --repeats 3 --skip-defaults
 
 ``--keep`` keeps the temporary directory (database, run folders, subprocess logs, results). The last line printed is
@@ -184,7 +196,8 @@ def worker_build(spec: dict) -> dict:
 
 
 def worker_setup(spec: dict) -> dict:
-    """Project, prompts, candidates, real rankings (one pair per prompt); the split a run would use, exported."""
+    """Project, prompts, candidates, real rankings (one pair per prompt), or for --kind sft the prompts imported with
+    their demonstrations; the split a run would use, exported."""
     django_setup()
     from annotation import services as annotation_services
     from annotation.importing import ImportedRow, content_hash
@@ -193,23 +206,23 @@ def worker_setup(spec: dict) -> dict:
     from annotation.roles import LABELER
     from generation.models import Candidate
     from generation.services import default_model_prepare
-    from config.jobs import job_cancel
-    from training.services import run_examples, training_run_create
-    from training.trainers.data import content_hash as examples_hash
-    from training.trainers.data import trl_rows
 
     version = default_model_prepare()
-    pairs, train_count = spec["pairs"], spec["train_pairs"]
+    pairs, train_count, kind = spec["pairs"], spec["train_pairs"], spec["kind"]
     project = annotation_services.project_create(name="Bench training", slug=PROJECT_SLUG, responses_per_item=2)
     labeler = annotation_services.user_create(username="bench-labeler", password="bench-labeler-pw", role=LABELER)
     rows = [
-        ImportedRow(line=number, messages=pair["messages"],
+        ImportedRow(line=number, messages=pair["messages"], completion=pair["chosen"] if kind == "sft" else None,
                     split=Prompt.Split.TRAIN if number <= train_count else Prompt.Split.HELDOUT)
         for number, pair in enumerate(pairs, start=1)
     ]
     report = annotation_services.prompts_import(project=project, rows=rows, source="bench/training.py")
     if report.prompts_created != len(pairs):
         raise BenchError(f"imported {report.prompts_created} prompts, expected {len(pairs)}")
+    if kind == "sft":
+        if report.demonstrations_created != len(pairs):
+            raise BenchError(f"imported {report.demonstrations_created} demonstrations, expected {len(pairs)}")
+        return export_run_examples(spec, version, project)
     prompts = {prompt.content_hash: prompt for prompt in project.prompts.all()}
     for pair in pairs:
         prompt = prompts[content_hash(pair["messages"])]
@@ -227,13 +240,25 @@ def worker_setup(spec: dict) -> dict:
     if made != len(pairs):
         raise BenchError(f"{made} preference pairs from the rankings, expected {len(pairs)}")
 
-    # The examples exactly as a run selects and splits them: a run created here (then cancelled while queued).
-    run = training_run_create(kind="dpo", base_version=version, projects=[project], settings=spec["settings_input"])
+    return export_run_examples(spec, version, project)
+
+
+def export_run_examples(spec: dict, version, project) -> dict:
+    """The examples exactly as a run selects and splits them: a run created here (then cancelled while queued), its
+    examples in TRL's format (trl_rows for pairs, sft_rows for demonstrations), written with the run's hash."""
+    from config.jobs import job_cancel
+    from training.services import run_examples, training_run_create
+    from training.trainers.data import content_hash as examples_hash
+    from training.trainers.data import sft_rows, trl_rows
+
+    train_count, total = spec["train_pairs"], len(spec["pairs"])
+    run = training_run_create(kind=spec["kind"], base_version=version, projects=[project], settings=spec["settings_input"])
     job_cancel(job=run)
     train, eval = run_examples(run)
-    if len(train) != train_count or len(eval) != len(pairs) - train_count:
-        raise BenchError(f"split {len(train)} train / {len(eval)} eval, expected {train_count} / {len(pairs) - train_count}")
-    dataset = {"train": trl_rows(train), "eval": trl_rows(eval), "sha256": run.dataset_manifest["sha256"]}
+    if len(train) != train_count or len(eval) != total - train_count:
+        raise BenchError(f"split {len(train)} train / {len(eval)} eval, expected {train_count} / {total - train_count}")
+    rows = sft_rows if spec["kind"] == "sft" else trl_rows
+    dataset = {"train": rows(train), "eval": rows(eval), "sha256": run.dataset_manifest["sha256"]}
     if examples_hash(train, eval) != dataset["sha256"]:
         raise BenchError("the exported examples differ from the run's manifest (sha256 mismatch)")
     Path(spec["dataset"]).write_text(json.dumps(dataset, ensure_ascii=False))
@@ -250,7 +275,7 @@ def worker_ours(spec: dict) -> dict:
     from training.services import training_run_create, training_run_execute
 
     project = Project.objects.get(slug=PROJECT_SLUG)
-    run = training_run_create(kind="dpo", base_version=default_model_prepare(), projects=[project], settings=spec["settings_input"])
+    run = training_run_create(kind=spec["kind"], base_version=default_model_prepare(), projects=[project], settings=spec["settings_input"])
     if run.dataset_manifest["sha256"] != spec["sha256"]:
         raise BenchError("the run's examples differ from the exported ones (dataset sha256 mismatch)")
     calibration = cpu_calibration()
@@ -276,8 +301,9 @@ def worker_ours(spec: dict) -> dict:
 
 
 def worker_bare(spec: dict) -> dict:
-    """TRL's DPOTrainer directly, set up as training.trainers.run._trainer sets it up; no callback, no database.
-    With spec["trl_defaults"], DPOConfig keeps its own bf16 and gradient_checkpointing and stops at max_steps."""
+    """TRL's DPOTrainer (SFTTrainer for --kind sft) directly, set up as training.trainers.run._trainer sets it up; no
+    callback, no database. With spec["trl_defaults"], DPOConfig / SFTConfig keeps its own bf16 and
+    gradient_checkpointing and stops at max_steps."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as train_adapter
     started = time.perf_counter()
     import bitsandbytes
@@ -285,7 +311,7 @@ def worker_bare(spec: dict) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import BitsAndBytesConfig
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer
 
     imports = time.perf_counter() - started
     s, trl_defaults = spec["settings"], spec["trl_defaults"]
@@ -298,7 +324,14 @@ def worker_bare(spec: dict) -> dict:
         device_choices = {"max_steps": spec["max_steps"], "use_cpu": True}
     else:
         device_choices = {"bf16": s["bf16"], "gradient_checkpointing": s["gradient_checkpointing"], "use_cpu": not torch.cuda.is_available()}
-    args = DPOConfig(
+    sft = spec["kind"] == "sft"
+    if sft:
+        # As _trainer: the model on the device the Trainer puts the batches on; the loss on the completion only, no packing.
+        kind_args = {"completion_only_loss": True, "packing": False,
+                     "model_init_kwargs": {"device_map": {"": "cuda:0" if torch.cuda.is_available() else "cpu"}}}
+    else:
+        kind_args = {"beta": s["beta"], "loss_type": list(s["loss_type"]), "label_smoothing": s["label_smoothing"]}
+    args = (SFTConfig if sft else DPOConfig)(
         output_dir=str(Path(spec["workdir"]) / "trainer"),
         learning_rate=s["learning_rate"],
         num_train_epochs=s["epochs"],
@@ -313,9 +346,7 @@ def worker_bare(spec: dict) -> dict:
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
-        beta=s["beta"],
-        loss_type=list(s["loss_type"]),
-        label_smoothing=s["label_smoothing"],
+        **kind_args,
         **device_choices,
     )
     quantization = BitsAndBytesConfig(
@@ -329,7 +360,7 @@ def worker_bare(spec: dict) -> dict:
         r=s["lora_rank"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
         target_modules="all-linear" if targets == ["all-linear"] else list(targets), task_type="CAUSAL_LM",
     )
-    trainer = DPOTrainer(
+    trainer = (SFTTrainer if sft else DPOTrainer)(
         model=spec["model"],
         args=args,
         train_dataset=Dataset.from_list(data["train"]),
@@ -449,7 +480,8 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
 
     # The settings a run resolves on this CPU; ours gets the inputs, bare the resolved values.
     settings_input = {"batch_size": args.batch_size, "max_length": args.max_length, "epochs": args.epochs}
-    settings = resolved_for_device(training_settings("dpo", settings_input), detect_device()).as_dict()
+    settings = resolved_for_device(training_settings(args.kind, settings_input), detect_device()).as_dict()
+    unit = "demonstrations" if args.kind == "sft" else "pairs"
     eval_steps = settings["eval_steps"] or 1 / EVALUATIONS_PER_RUN
     steps_per_epoch = math.ceil(args.pairs / args.batch_size / settings["gradient_accumulation"])
     full_steps = math.ceil(steps_per_epoch * args.epochs)
@@ -460,11 +492,12 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
     pairs, data_name = example_pairs(args)
     print("Migrating the temporary database ...", flush=True)
     run_subprocess("migrate", [PYTHON, "manage.py", "migrate", "--noinput", "--no-color"], env, logs)
-    print(f"Setting up: project, {len(pairs)} prompts ({data_name}), candidates and rankings ...", flush=True)
+    made = "their demonstrations (imported SFT rows)" if args.kind == "sft" else "candidates and rankings"
+    print(f"Setting up: project, {len(pairs)} prompts ({data_name}), {made} ...", flush=True)
     dataset = workdir / "dataset.json"
     setup = run_worker("setup", "setup", {"pairs": pairs, "train_pairs": args.pairs, "dataset": str(dataset),
-                                          "settings_input": settings_input}, env, workdir)
-    print(f"  {setup['train']} train / {setup['eval']} eval pairs ({setup['eval_rule']}), model version {setup['version']!r}, "
+                                          "settings_input": settings_input, "kind": args.kind}, env, workdir)
+    print(f"  {setup['train']} train / {setup['eval']} eval {unit} ({setup['eval_rule']}), model version {setup['version']!r}, "
           f"dataset sha256 {setup['sha256'][:12]}", flush=True)
     print(f"Settings (resolved for CPU): {json.dumps(settings, sort_keys=True)}; {full_steps} steps per run, "
           f"evaluation every {eval_interval} step(s); TRL defaults side: {defaults_steps} step(s)", flush=True)
@@ -476,10 +509,10 @@ def benchmark(args: argparse.Namespace, workdir: Path) -> str:
         for side in order:
             name = f"{side}-{repeat}"
             if side == "ours":
-                spec = {"settings_input": settings_input, "sha256": setup["sha256"]}
+                spec = {"settings_input": settings_input, "sha256": setup["sha256"], "kind": args.kind}
             else:
                 spec = {"settings": settings, "dataset": str(dataset), "model": str(model), "workdir": str(workdir / name),
-                        "trl_defaults": side == "trl-defaults", "max_steps": defaults_steps,
+                        "trl_defaults": side == "trl-defaults", "max_steps": defaults_steps, "kind": args.kind,
                         "eval_steps": eval_interval if side == "trl-defaults" else eval_steps}
             print(f"  {name:<16} ...", end=" ", flush=True)
             result = run_worker(name, "ours" if side == "ours" else "bare", spec, env, workdir)
@@ -500,7 +533,8 @@ def check(results: dict, settings: dict, args: argparse.Namespace) -> None:
             raise BenchError(f"the run resolved other settings than the bare script got: {differ}")
     for side in results:
         for result in results[side]:
-            if result["examples"] != {"train": args.pairs, "eval": args.eval_pairs}:
+            used = {split: result["examples"][split] for split in ("train", "eval")}  # ours also counts selected, cut, ...
+            if used != {"train": args.pairs, "eval": args.eval_pairs}:
                 raise BenchError(f"{side} trained on {result['examples']} examples after TRL's length filter, "
                                  f"expected {args.pairs} / {args.eval_pairs}")
     for result in results.get("trl-defaults", []):
@@ -513,8 +547,9 @@ def median(values: list[float]) -> float:
 
 
 def report(args, results: dict, settings: dict, data_name: str, calibration_before: float, calibration_after: float) -> str:
+    unit = "demonstrations" if args.kind == "sft" else "pairs"
     print(
-        f"\nSettings: {args.pairs} train + {args.eval_pairs} eval pairs ({data_name}), batch size {args.batch_size}, "
+        f"\n{args.kind.upper()}: {args.pairs} train + {args.eval_pairs} eval {unit} ({data_name}), batch size {args.batch_size}, "
         f"max_length {args.max_length}, {args.epochs:g} epoch(s), LoRA r={settings['lora_rank']} on "
         f"{','.join(settings['target_modules'])}, 4-bit NF4; {args.repeats} repetition(s), medians below; {os.cpu_count()} CPUs."
     )
@@ -564,15 +599,17 @@ def report(args, results: dict, settings: dict, data_name: str, calibration_befo
               f"with TRL's ({results['trl-defaults'][0]['steps']} steps).")
         fields.update(trl_defaults_samples_per_s=f"{defaults:.3f}", defaults_speedup=f"{speedup:.2f}")
     print()
-    fields.update(pairs=args.pairs, eval_pairs=args.eval_pairs, batch_size=args.batch_size, max_length=args.max_length,
+    fields.update(kind=args.kind, pairs=args.pairs, eval_pairs=args.eval_pairs, batch_size=args.batch_size, max_length=args.max_length,
                   epochs=f"{args.epochs:g}", repeats=args.repeats, model=MODEL_NAME)
     return "RESULT " + " ".join(f"{key}={value}" for key, value in fields.items())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=int, default=16, help="Training pairs (default 16).")
-    parser.add_argument("--eval-pairs", type=int, default=4, help="Held-out pairs evaluated during training (default 4; 0: none).")
+    parser.add_argument("--kind", choices=["dpo", "sft"], default="dpo",
+                        help="dpo: DPOTrainer on preference pairs (default); sft: SFTTrainer on demonstrations (each prompt's chosen reply).")
+    parser.add_argument("--pairs", type=int, default=16, help="Training pairs, or demonstrations for sft (default 16).")
+    parser.add_argument("--eval-pairs", type=int, default=4, help="Held-out pairs (demonstrations) evaluated during training (default 4; 0: none).")
     parser.add_argument("--batch-size", type=int, default=4, help="Per-device batch size, train and eval (default 4).")
     parser.add_argument("--max-length", type=int, default=256, help="TRL's max_length in tokens (default 256).")
     parser.add_argument("--epochs", type=float, default=1.0, help="Epochs (default 1).")

@@ -1,26 +1,50 @@
-from django import forms
+import copy
 
-from annotation.forms import PairFilterForm
+from django import forms
+from django.core.exceptions import ValidationError
+
+from annotation.demonstrations import FILTER_NAMES as DEMONSTRATION_FILTER_NAMES
+from annotation.forms import DemonstrationFilterForm, PairFilterForm
 from annotation.models import Project
+from config.web import add_validation_errors
 from generation.forms import SamplingForm, prompt_ids_from
 from generation.models import ModelVersion
 from training.evaluation import MAX_SEND
 from training.models import TrainingRun
 from training.trainers.lengths import MIN_EVAL_PAIRS, MIN_TRAIN_PAIRS
-from training.trainers.settings import DPO_LOSS_TYPES, LABELS, ONLY_FOR, TOO_LONG_CHOICES, TrainingSettings
+from training.trainers.settings import DPO_LOSS_TYPES, KINDS, LABELS, ONLY_FOR, SFT, TOO_LONG_CHOICES, TrainingSettings
 
 AUTO_CHOICES = [("auto", "Automatic for the device"), ("true", "On"), ("false", "Off")]
 DEFAULTS = TrainingSettings(kind="dpo")
 TOO_LONG_TEXT = {"truncate": "Truncate them (keep every pair)", "drop": "Drop them"}
+DEMONSTRATION_PREFIX = "demo_"
+DEMONSTRATION_LABELS = {"sources": "Sources", "created_from": "Created from", "created_to": "Created to", "eval_fraction": "Eval fraction"}
 
 
-class TrainingRunForm(PairFilterForm):
-    """What to train on and how. Settings left empty take their defaults (training/trainers/settings.py)."""
+def _demonstration_field(name: str, field: forms.Field) -> forms.Field:
+    field = copy.deepcopy(field)
+    field.label = field.label or DEMONSTRATION_LABELS.get(name)
+    return field
+
+
+# The demonstration filter's fields (annotation.forms.DemonstrationFilterForm) under demo_* names: the run form also
+# has the pair filter's fields, some of the same name.
+_DemonstrationFilterFields = type(
+    "_DemonstrationFilterFields",
+    (forms.Form,),
+    {DEMONSTRATION_PREFIX + name: _demonstration_field(name, field) for name, field in DemonstrationFilterForm.base_fields.items()},
+)
+
+
+class TrainingRunForm(PairFilterForm, _DemonstrationFilterFields):
+    """What to train on and how. Settings left empty take their defaults (training/trainers/settings.py). DPO and
+    reward runs choose pairs with the pair filter's fields, SFT runs demonstrations with the demo_* fields (the page
+    shows the ones of the kind chosen); only the selection of the chosen kind is required and used."""
 
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.RadioSelect, initial="dpo")
     base_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at"),
-        to_field_name="name", help_text="A base model or an earlier DPO round. Its lineage is shown below.",
+        to_field_name="name", help_text="A base model or an earlier DPO or SFT round. Its lineage is shown below.",
     )
     projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
     # Settings
@@ -37,14 +61,15 @@ class TrainingRunForm(PairFilterForm):
     )
     label_smoothing = forms.FloatField(initial=0.0, required=False, help_text="DPO robust / exo_pair.")
     use_margin = forms.BooleanField(required=False, initial=True, label="Use the rank gap as margin (reward model)")
-    learning_rate = forms.FloatField(required=False, help_text="Empty: 5e-5 for DPO, 1e-4 for a reward model.")
+    learning_rate = forms.FloatField(required=False, help_text="Empty: 5e-5 for DPO, 1e-4 for a reward model, 2e-4 for SFT.")
     epochs = forms.FloatField(initial=DEFAULTS.epochs)
     batch_size = forms.IntegerField(initial=DEFAULTS.batch_size, min_value=1)
     gradient_accumulation = forms.IntegerField(initial=DEFAULTS.gradient_accumulation, min_value=1)
     max_length = forms.IntegerField(initial=DEFAULTS.max_length, help_text="Prompt + response, in the base's tokens.")
     too_long = forms.ChoiceField(
         choices=[(choice, TOO_LONG_TEXT[choice]) for choice in TOO_LONG_CHOICES], initial=DEFAULTS.too_long, required=False,
-        help_text=f"A run needs at least {MIN_TRAIN_PAIRS} training pairs and, if any are held out, {MIN_EVAL_PAIRS} eval pairs.",
+        help_text=f"A run needs at least {MIN_TRAIN_PAIRS} training pairs (SFT: demonstrations) and, if any are held out, "
+        f"{MIN_EVAL_PAIRS} eval ones.",
     )
     seed = forms.IntegerField(initial=0, min_value=0)
     eval_steps = forms.IntegerField(initial=0, min_value=0, required=False, help_text="Evaluate every N steps; 0: five times per run.")
@@ -57,11 +82,46 @@ class TrainingRunForm(PairFilterForm):
         "too_long", "seed", "eval_steps", "bf16", "gradient_checkpointing",
     ]
 
+    DEMONSTRATION_FIELDS = [DEMONSTRATION_PREFIX + name for name in DEMONSTRATION_FILTER_NAMES]
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         for name, label in LABELS.items():  # "LoRA rank", not Django's "Lora rank"
             if name in self.fields:
                 self.fields[name].label = label
+        # Only the chosen kind's selection is required (the other one is hidden on the page, and not used).
+        kind = self.data.get("kind") if self.is_bound else self.initial.get("kind")
+        for name in self.FILTER_FIELDS if kind == SFT else self.DEMONSTRATION_FIELDS:
+            self.fields[name].required = False
+
+    @property
+    def is_sft(self) -> bool:
+        return self.cleaned_data.get("kind") == SFT
+
+    def demonstration_filter(self) -> dict:
+        data = {name: self.cleaned_data.get(DEMONSTRATION_PREFIX + name) for name in DEMONSTRATION_FILTER_NAMES}
+        return {name: value for name, value in data.items() if value not in (None, "", [])}
+
+    def selection(self) -> dict:
+        """What the service takes as ``pair_filter``: the pair filter, or the demonstration filter of an SFT run."""
+        return self.demonstration_filter() if self.is_sft else self.pair_filter()
+
+    def add_service_errors(self, exc) -> None:
+        """A service's ValidationError beside the field it names: an SFT run's filter errors name the demonstration
+        filter's fields, which are the demo_* fields here."""
+        if self.is_sft and hasattr(exc, "error_dict"):
+            exc = ValidationError({
+                DEMONSTRATION_PREFIX + name if name in DEMONSTRATION_FILTER_NAMES else name: errors
+                for name, errors in exc.error_dict.items()
+            })
+        add_validation_errors(self, exc)
+
+    def setting_fields(self) -> list[tuple[forms.BoundField, str]]:
+        """Each setting's field and the kinds it is hidden for (those it does not apply to), for the page's CSS."""
+        return [
+            (self[name], " ".join(kind for kind in KINDS if kind != ONLY_FOR[name]) if name in ONLY_FOR else "")
+            for name in self.SETTING_FIELDS
+        ]
 
     def settings(self) -> dict:
         """The settings that apply to the chosen kind (DPO-only ones are dropped for a reward model and back)."""

@@ -47,6 +47,16 @@ class TrainingRun(Job):
         return self.train_pairs_used is not None
 
     @property
+    def trains_on(self) -> str:
+        """What the run's examples are: "demonstrations" (SFT) or "pairs". The *_pairs_used fields count them."""
+        return "demonstrations" if self.kind == self.Kind.SFT else "pairs"
+
+    @property
+    def selected_examples(self) -> dict:
+        """{train, eval}: the examples selected at launch (the manifest's "pairs", or "demonstrations" for SFT)."""
+        return self.dataset_manifest.get(self.trains_on, {})
+
+    @property
     def subject(self) -> str:
         projects = ", ".join(sorted(project.name for project in self.projects.all()))
         return f"{self.get_kind_display()} on {self.base_version.name}, {projects}"

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from django.db.models import QuerySet
 
-from annotation.models import PreferencePair, Project
+from annotation.demonstrations import demonstration_split_rule
+from annotation.models import Demonstration, PreferencePair, Project
 from config.job_queue import job_progress
 from annotation.pairs import split_rule
 from training import stats
 from training.models import CandidateScore, TrainingMetric, TrainingRun, TrainingRunPair
-from training.trainers.data import PreferenceExample
+from training.trainers.data import PreferenceExample, SFTExample
 
 @dataclass(frozen=True)
 class SplitExamples:
@@ -37,6 +38,41 @@ def split_examples(pairs: QuerySet[PreferencePair], eval_fraction: float) -> Spl
     )
 
 
+@dataclass(frozen=True)
+class SplitDemonstrations:
+    """An SFT run's demonstrations split by prompt, with where they come from."""
+
+    train: list[SFTExample]
+    eval: list[SFTExample]
+    eval_rule: str
+    prompts: dict[str, int]  # distinct prompts per split
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> source -> demonstrations
+    rejection_jobs: dict[int, int] = field(default_factory=dict)  # rejection-sampling job id -> demonstrations
+
+
+def split_demonstrations(demonstrations: QuerySet[Demonstration], eval_fraction: float) -> SplitDemonstrations:
+    """Train and eval demonstrations, split by prompt with the pairs' rule (annotation.demonstrations)."""
+    rule = demonstration_split_rule(demonstrations, eval_fraction)
+    rows = demonstrations.values_list(
+        "pk", "prompt_id", "prompt__messages", "prompt__split", "prompt__content_hash", "text", "source", "rejection_sample__job_id"
+    )
+    split: dict[str, list[SFTExample]] = {"train": [], "eval": []}
+    prompts: dict[str, set[int]] = {"train": set(), "eval": set()}
+    sources: dict[str, dict[str, int]] = {"train": {}, "eval": {}}
+    jobs: dict[int, int] = {}
+    for pk, prompt_id, messages, prompt_split, prompt_hash, text, source, job_id in rows:
+        name = "eval" if rule.is_heldout(prompt_split, prompt_hash) else "train"
+        split[name].append(SFTExample(demonstration_id=pk, prompt=messages, completion=text))
+        prompts[name].add(prompt_id)
+        sources[name][source] = sources[name].get(source, 0) + 1
+        if job_id is not None:
+            jobs[job_id] = jobs.get(job_id, 0) + 1
+    return SplitDemonstrations(
+        train=split["train"], eval=split["eval"], eval_rule=rule.description, prompts={k: len(v) for k, v in prompts.items()},
+        sources={name: dict(sorted(counts.items())) for name, counts in sources.items()}, rejection_jobs=dict(sorted(jobs.items())),
+    )
+
+
 # --- runs: progress and charts -------------------------------------------------------------------------------------
 
 
@@ -50,6 +86,8 @@ def run_progress(run: TrainingRun) -> dict:
 CHARTS = {
     TrainingRun.Kind.DPO: ["loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"],
     TrainingRun.Kind.REWARD: ["loss", "accuracy", "margin", "mean_reward"],
+    # TRL's SFTTrainer also logs entropy and num_tokens (kept with the metrics, not charted).
+    TrainingRun.Kind.SFT: ["loss", "mean_token_accuracy"],
 }
 
 
@@ -90,8 +128,9 @@ def run_headline(run: TrainingRun) -> dict:
     """The figures a run list shows: pairs used and the final evaluation (runs that registered a model)."""
     version = getattr(run, "model_version", None)
     final = version.metrics.get("eval", {}) if version is not None else {}
-    selected = run.dataset_manifest.get("pairs", {})
+    selected = run.selected_examples
     return {
+        "unit": run.trains_on,  # "pairs", or "demonstrations" for an SFT run (the *_pairs figures below count them)
         "train_pairs": selected.get("train"),  # selected at launch
         "eval_pairs": selected.get("eval"),
         "pairs_used": run.pairs_used_known,  # below: what the trainer used, once it was built

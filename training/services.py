@@ -1,6 +1,11 @@
 """Training runs: launch, the training they do in the GPU worker (config.jobs runs it: claim, heartbeat, cancel,
 failure, dead workers), and registering the result.
 
+DPO and reward runs train on preference pairs (``pair_filter``: annotation.pairs.PairFilter); SFT runs train on
+demonstrations (``pair_filter`` then holds annotation.demonstrations.DemonstrationFilter's fields, stored on the run in
+the same column), split by prompt the same way, fixed at launch as TrainingRunDemonstration rows, and register a policy
+version like a DPO run. What is said below of pairs holds for an SFT run's demonstrations.
+
 Before a launch, training_run_check measures the selected pairs against the max length with the base's tokenizer
 (training.trainers.lengths, the same code the trainer uses) and refuses a run left with too few pairs; the worker
 records the pairs the trainer actually used on the run (train_pairs_used, ...) and in the registered version's
@@ -24,35 +29,51 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.demonstrations import DemonstrationFilter, demonstration_filter_from, selected_demonstrations
 from annotation.models import Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
 from config.jobs import JobCancelled, cancel_was_requested, job_dispatch_on_commit, job_update, run_job
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from training import selectors
-from training.models import TrainingMetric, TrainingRun, TrainingRunPair
-from training.trainers.data import PreferenceExample, content_hash
+from training.models import RejectionSamplingJob, TrainingMetric, TrainingRun, TrainingRunDemonstration, TrainingRunPair
+from training.trainers.data import PreferenceExample, SFTExample, content_hash
 from training.trainers.lengths import LengthReport, length_report, load_tokenizer, measure, too_few_reason, unmeasured_report
 from training.trainers.settings import SettingsError, TrainingSettings, training_settings
 
-VERSION_KIND = {TrainingRun.Kind.DPO: ModelVersion.Kind.POLICY, TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD}
+VERSION_KIND = {
+    TrainingRun.Kind.DPO: ModelVersion.Kind.POLICY,
+    TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD,
+    TrainingRun.Kind.SFT: ModelVersion.Kind.POLICY,
+}
+# Where a refusal about the selection is reported: the API's and the forms' name of the filter.
+FILTER_FIELD = {TrainingRun.Kind.DPO: "pair_filter", TrainingRun.Kind.REWARD: "pair_filter", TrainingRun.Kind.SFT: "demonstration_filter"}
 
 
 @dataclass
 class RunCheck:
-    """What a launch would train on: the pairs selected, split by prompt, and how many fit the max length (measured
-    with the base's own tokenizer, as the trainer will). ``refusal`` says why it may not start, if it may not."""
+    """What a launch would train on: the pairs (SFT: demonstrations) selected, split by prompt, and how many fit the
+    max length (measured with the base's own tokenizer, as the trainer will). ``refusal`` says why it may not start,
+    if it may not."""
 
     settings: TrainingSettings
-    selection: PairFilter
-    split: selectors.SplitExamples
+    selection: PairFilter | DemonstrationFilter
+    split: selectors.SplitExamples | selectors.SplitDemonstrations
     lengths: LengthReport | None  # None where the base's tokenizer could not be loaded here
     tokenizer_error: str = ""
     refusal: dict[str, str] | None = None
 
+    @property
+    def is_sft(self) -> bool:
+        return isinstance(self.split, selectors.SplitDemonstrations)
+
     def as_dict(self) -> dict:
+        counts = {"train": len(self.split.train), "eval": len(self.split.eval)}
         return {
-            "pairs": {"train": len(self.split.train), "eval": len(self.split.eval)},
+            "unit": "demonstrations" if self.is_sft else "pairs",
+            "pairs": None if self.is_sft else counts,
+            "demonstrations": counts if self.is_sft else None,
+            "sources": self.split.sources if self.is_sft else None,
             "eval_rule": self.split.eval_rule,
             "lengths": self.lengths.as_dict() if self.lengths else None,
             "tokenizer_error": self.tokenizer_error,
@@ -70,17 +91,28 @@ def training_run_check(
     settings: dict | None = None,
 ) -> RunCheck:
     """Validate a launch and measure its pairs against the max length, without queueing anything (the launch
-    form's "Check pairs" and POST /api/training-runs/check/). Raises ValidationError for what is invalid outright."""
+    form's "Check pairs" and POST /api/training-runs/check/). Raises ValidationError for what is invalid outright.
+    For ``kind="sft"``, ``pair_filter`` holds the demonstration filter's fields (annotation.demonstrations)."""
     checked = _checked_settings(kind, settings)
     if base_version.kind != ModelVersion.Kind.POLICY:
-        raise ValidationError({"base_version": "Train on a policy model (a base model or an earlier DPO round), not a reward model."})
+        raise ValidationError(
+            {"base_version": "Train on a policy model (a base model or an earlier DPO or SFT round), not a reward model."}
+        )
     if not projects:
         raise ValidationError({"projects": "Choose at least one project."})
-    selection = pair_filter_from(pair_filter)
-    split = selectors.split_examples(selected_pairs(projects, selection), selection.eval_fraction)
+    unit = "demonstration" if kind == TrainingRun.Kind.SFT else "pair"
+    if kind == TrainingRun.Kind.SFT:
+        selection = demonstration_filter_from(pair_filter)
+        split = selectors.split_demonstrations(selected_demonstrations(projects, selection), selection.eval_fraction)
+    else:
+        selection = pair_filter_from(pair_filter)
+        split = selectors.split_examples(selected_pairs(projects, selection), selection.eval_fraction)
     if not split.train:
-        reason = "No pair matches this selection." if not split.eval else "Every selected pair is held out; nothing is left to train on."
-        raise ValidationError({"pair_filter": reason})
+        reason = (
+            f"No {unit} matches this selection." if not split.eval
+            else f"Every selected {unit} is held out; nothing is left to train on."
+        )
+        raise ValidationError({FILTER_FIELD[kind]: reason})
     check = RunCheck(settings=checked, selection=selection, split=split, lengths=None)
     try:
         tokenizer = load_tokenizer(base_version.base_model, local_only=True)
@@ -95,10 +127,10 @@ def training_run_check(
             measure(tokenizer, split.train), measure(tokenizer, split.eval), max_length=checked.max_length, too_long=checked.too_long
         )
         check.lengths = lengths
-    reason = too_few_reason(lengths)
+    reason = too_few_reason(lengths, unit=f"{unit}s")
     if reason:
         dropped = lengths.train.dropped or lengths.eval.dropped
-        check.refusal = {"max_length" if dropped else "pair_filter": reason}
+        check.refusal = {"max_length" if dropped else FILTER_FIELD[kind]: reason}
     return check
 
 
@@ -112,26 +144,36 @@ def training_run_create(
     requested_by: AbstractUser | None = None,
 ) -> TrainingRun:
     """Validate, check the pairs fit, fix the run's pairs and queue it on the GPU queue (after the transaction
-    commits). A run that would use too few pairs to mean anything is refused with the reason (training.trainers.lengths)."""
+    commits). A run that would use too few pairs to mean anything is refused with the reason (training.trainers.lengths).
+    For ``kind="sft"``, ``pair_filter`` holds the demonstration filter's fields and the run's demonstrations are fixed
+    instead (e.g. ``{"sources": ["rejection_sampling"], "rejection_jobs": [job.pk]}``: one job's selection)."""
     check = training_run_check(kind=kind, base_version=base_version, projects=projects, pair_filter=pair_filter, settings=settings)
     if check.refusal:
         raise ValidationError(check.refusal)
     checked, selection, split = check.settings, check.selection, check.split
+    manifest = _sft_manifest(split, projects, check.lengths, selection) if check.is_sft else _manifest(split, projects, check.lengths)
     with transaction.atomic():
         run = TrainingRun.objects.create(
             kind=kind,
             base_version=base_version,
             config=checked.as_dict(),
             pair_filter=selection.as_dict(),
-            dataset_manifest=_manifest(split, projects, check.lengths),
+            dataset_manifest=manifest,
             requested_by=requested_by,
         )
         run.projects.set(projects)
-        TrainingRunPair.objects.bulk_create(
-            [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.TRAIN) for e in split.train]
-            + [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.EVAL) for e in split.eval],
-            batch_size=2000,
-        )
+        if check.is_sft:
+            TrainingRunDemonstration.objects.bulk_create(
+                [TrainingRunDemonstration(run=run, demonstration_id=e.demonstration_id, split="train") for e in split.train]
+                + [TrainingRunDemonstration(run=run, demonstration_id=e.demonstration_id, split="eval") for e in split.eval],
+                batch_size=2000,
+            )
+        else:
+            TrainingRunPair.objects.bulk_create(
+                [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.TRAIN) for e in split.train]
+                + [TrainingRunPair(run=run, pair_id=e.pair_id, split=TrainingRunPair.Split.EVAL) for e in split.eval],
+                batch_size=2000,
+            )
         job_dispatch_on_commit(run)
     return run
 
@@ -153,6 +195,45 @@ def _manifest(split: selectors.SplitExamples, projects: list[Project], lengths: 
         "projects": sorted(project.slug for project in projects),
         "sha256": content_hash(split.train, split.eval),
     }
+
+
+def _sft_manifest(
+    split: selectors.SplitDemonstrations, projects: list[Project], lengths: LengthReport | None, selection: DemonstrationFilter
+) -> dict:
+    """An SFT run's dataset: demonstrations per split and per source, prompts, the split rule, the content hash, and
+    the rejection-sampling jobs whose selections it takes (each with its policy, judge, selection rule and sampling),
+    so the version it registers traces back to the job, and through it to the models that made its data."""
+    return {
+        "demonstrations": {"train": len(split.train), "eval": len(split.eval)},
+        "sources": split.sources,
+        # Measured at launch; what the trainer used is on the run (train_pairs_used, ...) and in "demonstrations_used".
+        "lengths": lengths.as_dict() if lengths else None,
+        "prompts": split.prompts,
+        "eval_rule": split.eval_rule,
+        "statuses": list(selection.statuses),
+        "projects": sorted(project.slug for project in projects),
+        "rejection_sampling": _rejection_jobs(split.rejection_jobs),
+        "sha256": content_hash(split.train, split.eval),
+    }
+
+
+def _rejection_jobs(counts: dict[int, int]) -> list[dict]:
+    jobs = RejectionSamplingJob.objects.filter(pk__in=counts).select_related("project", "policy", "judge").order_by("pk")
+    return [
+        {
+            "job": job.pk,
+            "project": job.project.slug,
+            "policy": job.policy.name,
+            "judge": job.judge.name,
+            "n": job.n,
+            "selection": job.selection,
+            "k": job.k,
+            "sampling": job.sampling,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "demonstrations": counts[job.pk],
+        }
+        for job in jobs
+    ]
 
 
 def run_directory(run: TrainingRun) -> Path:
@@ -201,7 +282,10 @@ def training_base(run: TrainingRun) -> str:
     return str(Path(run.output_dir) / "base") if base.adapter_path else base.base_model
 
 
-def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[PreferenceExample]] | tuple[list[SFTExample], list[SFTExample]]:
+    """The run's examples as fixed at launch, in id order: its pairs, or an SFT run's demonstrations."""
+    if run.kind == TrainingRun.Kind.SFT:
+        return run_demonstrations(run)
     rows = run.run_pairs.order_by("pair_id").values_list(
         "split", "pair_id", "pair__prompt__messages", "pair__chosen__text", "pair__rejected__text", "pair__margin"
     )
@@ -211,14 +295,30 @@ def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[Prefer
     return split["train"], split["eval"]
 
 
+def run_demonstrations(run: TrainingRun) -> tuple[list[SFTExample], list[SFTExample]]:
+    rows = run.run_demonstrations.order_by("demonstration_id").values_list(
+        "split", "demonstration_id", "demonstration__prompt__messages", "demonstration__text"
+    )
+    split: dict[str, list[SFTExample]] = {"train": [], "eval": []}
+    for name, pk, messages, text in rows:
+        split[name].append(SFTExample(demonstration_id=pk, prompt=messages, completion=text))
+    return split["train"], split["eval"]
+
+
 def _write_dataset(folder: Path, run: TrainingRun, train, eval) -> None:
-    """The exact data beside the adapter: pairs.jsonl (one example per line, with its split) and manifest.json."""
-    with open(folder / "pairs.jsonl", "w", encoding="utf-8") as out:
+    """The exact data beside the adapter: pairs.jsonl (one example per line, with its split) or, for an SFT run,
+    demonstrations.jsonl, and manifest.json."""
+    sft = run.kind == TrainingRun.Kind.SFT
+    with open(folder / ("demonstrations.jsonl" if sft else "pairs.jsonl"), "w", encoding="utf-8") as out:
         for split, examples in (("train", train), ("eval", eval)):
             for e in examples:
-                row = {"split": split, "pair_id": e.pair_id, "prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "margin": e.margin}
+                if sft:
+                    row = {"split": split, "demonstration_id": e.demonstration_id, "prompt": e.prompt, "completion": e.completion}
+                else:
+                    row = {"split": split, "pair_id": e.pair_id, "prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "margin": e.margin}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    manifest = {**run.dataset_manifest, "pair_filter": run.pair_filter, "run": run.pk, "kind": run.kind}
+    filter_name = "demonstration_filter" if sft else "pair_filter"
+    manifest = {**run.dataset_manifest, filter_name: run.pair_filter, "run": run.pk, "kind": run.kind}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
@@ -238,7 +338,7 @@ class _RunReporter:
         manifest = Path(self.run.output_dir) / "manifest.json"
         if manifest.is_file():
             data = json.loads(manifest.read_text())
-            manifest.write_text(json.dumps({**data, "pairs_used": pairs_used(self.run)}, indent=2, sort_keys=True))
+            manifest.write_text(json.dumps({**data, used_key(self.run): pairs_used(self.run)}, indent=2, sort_keys=True))
 
     def started(self, total_steps: int) -> None:
         now = timezone.now()
@@ -256,8 +356,14 @@ class _RunReporter:
         return cancel_was_requested(self.run)
 
 
+def used_key(run: TrainingRun) -> str:
+    """The manifest's key for what the trainer used: "pairs_used", or "demonstrations_used" for an SFT run."""
+    return f"{run.trains_on}_used"
+
+
 def pairs_used(run: TrainingRun) -> dict | None:
-    """The pairs the trainer used (after the max-length rule), or None before it was built."""
+    """The pairs (an SFT run's demonstrations) the trainer used (after the max-length rule), or None before it was
+    built."""
     if run.train_pairs_used is None:
         return None
     return {"train": run.train_pairs_used, "eval": run.eval_pairs_used, "truncated": run.pairs_truncated, "dropped": run.pairs_dropped}
@@ -284,9 +390,9 @@ def _register(run: TrainingRun, result) -> dict:
         adapter_path=str(result.adapter_dir),
         kind=VERSION_KIND[run.kind],
         parent=base,
-        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {result.examples['train']} pairs"
+        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {result.examples['train']} {run.trains_on}"
         f" ({result.examples['eval']} held out for evaluation).",
-        config={"training": result.settings, "dataset_manifest": {**run.dataset_manifest, "pairs_used": pairs_used(run)}},
+        config={"training": result.settings, "dataset_manifest": {**run.dataset_manifest, used_key(run): pairs_used(run)}},
         metrics={"eval": result.eval_metrics, "train": result.train_metrics},
         training_run=run,
         created_by=run.requested_by,

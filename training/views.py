@@ -32,22 +32,26 @@ def run_create(request):
                 kind=form.cleaned_data["kind"],
                 base_version=form.cleaned_data["base_version"],
                 projects=list(form.cleaned_data["projects"]),
-                pair_filter=form.pair_filter(),
+                pair_filter=form.selection(),
                 settings=form.settings(),
                 requested_by=request.user,
             )
         except ValidationError as exc:
-            add_validation_errors(form, exc)
+            form.add_service_errors(exc)
         else:
             return redirect("run_detail", run_id=run.pk)
-    context = {"form": form, "pair_filter_fields": TrainingRunForm.FILTER_FIELDS, **_check_context(form, measure=False)}
+    context = {
+        "form": form, "pair_filter_fields": TrainingRunForm.FILTER_FIELDS,
+        "demonstration_filter_fields": TrainingRunForm.DEMONSTRATION_FIELDS, **_check_context(form, measure=False),
+    }
     return render(request, "run_form.html", context, status=422 if form.errors else 200)
 
 
 @require(MANAGE)
 @require_POST
 def run_check(request):
-    """The launch form's pair check (htmx): the base's lineage and how many selected pairs fit the max length."""
+    """The launch form's pair check (htmx): the base's lineage and how many selected pairs (an SFT run's
+    demonstrations) fit the max length."""
     return render(request, "_run_check.html", _check_context(TrainingRunForm(request.POST), measure=True))
 
 
@@ -60,10 +64,11 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
     context = {"lineage": selectors.lineage(base), "check": None, "check_error": "", "oob": measure}
     if measure:
         if not form.is_valid():
+            unit = "demonstrations" if form.data.get("kind") == TrainingRun.Kind.SFT else "pairs"
             if not form.data.getlist("projects"):
-                context["check_error"] = "Choose a project to count its pairs."
+                context["check_error"] = f"Choose a project to count its {unit}."
             else:
-                context["check_error"] = "Fix these to count the pairs: " + "; ".join(
+                context["check_error"] = f"Fix these to count the {unit}: " + "; ".join(
                     f"{form.fields[name].label or name if name in form.fields else 'form'}: {' '.join(errors)}"
                     for name, errors in form.errors.items()
                 )
@@ -71,7 +76,7 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
         try:
             context["check"] = services.training_run_check(
                 kind=form.cleaned_data["kind"], base_version=form.cleaned_data["base_version"],
-                projects=list(form.cleaned_data["projects"]), pair_filter=form.pair_filter(), settings=form.settings(),
+                projects=list(form.cleaned_data["projects"]), pair_filter=form.selection(), settings=form.settings(),
             ).as_dict()
         except ValidationError as exc:
             context["check_error"] = validation_message(exc)
@@ -116,7 +121,7 @@ def run_compare(request):
 
 
 def _chart_order(name: str) -> int:
-    order = [*selectors.CHARTS[TrainingRun.Kind.DPO], *selectors.CHARTS[TrainingRun.Kind.REWARD]]
+    order = list(dict.fromkeys(name for names in selectors.CHARTS.values() for name in names))
     return order.index(name)
 
 

@@ -43,3 +43,27 @@ def ranked_project(project, tiny_version):
     project.save()
     rank_items(project, tiny_version, user_with_role("labeler", "lena-labeler"))
     return project
+
+
+def demonstrate(project, prompts: int = 12, heldout: int = 4, source: str = "import", status: str = "accepted", labeler=None):
+    """``prompts`` prompts of ``project``, each with one demonstration (an imported, accepted SFT row by default);
+    the last ``heldout`` prompts are marked held-out. Returns the demonstrations."""
+    from tests.factories import DemonstrationFactory
+
+    start = project.prompts.count()
+    made = []
+    for index in range(prompts):
+        n = start + index
+        split = Prompt.Split.HELDOUT if index >= prompts - heldout else Prompt.Split.TRAIN
+        prompt = PromptFactory(project=project, split=split, messages=[{"role": "user", "content": f"Say something kind, number {n}."}])
+        made.append(DemonstrationFactory(
+            prompt=prompt, text=f"You are wonderful, friend number {n}!", source=source, status=status, labeler=labeler,
+        ))
+    return made
+
+
+@pytest.fixture
+def demonstrated_project(project):
+    """12 accepted demonstrations (imported SFT rows), 4 of them on held-out prompts."""
+    demonstrate(project)
+    return project

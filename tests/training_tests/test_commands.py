@@ -57,7 +57,7 @@ def test_train_queues_a_run_with_only_the_settings_given(ranked_project, tiny_ve
     # Settings not given take the kind's defaults.
     assert (run.config["epochs"], run.config["learning_rate"], run.config["bf16"], run.config["lora_dropout"]) == (1.0, 5e-5, None, 0.05)
     assert run.pair_filter == {
-        "sources": ["human", "import"], "exclude_flagged": True, "include_evaluation": True, "min_agreement": None,
+        "sources": ["human", "import", "edit"], "exclude_flagged": True, "include_evaluation": True, "min_agreement": None,
         "created_from": None, "created_to": None, "model_versions": [], "eval_fraction": 0.1,
     }
     assert run.run_pairs.count() == 18

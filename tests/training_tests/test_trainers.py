@@ -86,7 +86,9 @@ def test_user_input_is_converted():
         ("dpo", {"use_margin": True}, "use_margin"),
         ("reward", {"beta": 0.2}, "beta"),
         ("reward", {"warmup": 3}, "warmup"),
-        ("sft", {}, "kind"),
+        ("ppo", {}, "kind"),
+        ("sft", {"beta": 0.1}, "beta"),  # DPO and reward settings are not for SFT runs
+        ("sft", {"use_margin": False}, "use_margin"),
     ],
 )
 def test_bad_settings_name_the_field(kind, data, field):

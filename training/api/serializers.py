@@ -6,8 +6,9 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from annotation.api.jobs import JOB_STATE_FIELDS, JobProgressSerializer, JobStateSerializer
-from annotation.api.serializers import PairFilterField
+from annotation.api.serializers import DemonstrationFilterField, DemonstrationFilterSerializer, PairFilterField, PairFilterSerializer
 from config.job_queue import job_progress
+from annotation.demonstrations import demonstration_filter_from
 from annotation.models import Project
 from annotation.pairs import pair_filter_from
 from generation.models import ModelVersion
@@ -65,12 +66,14 @@ class TrainingSettingsField(serializers.DictField):
 
 class TrainingRunCreateSerializer(serializers.Serializer):
     """A launch request. Model versions are looked up by name and projects by slug, so an unknown one is a 400 on its
-    field; the kind of model (policy or reward) is the service's check."""
+    field; the kind of model (policy or reward) is the service's check. DPO and reward runs take ``pair_filter``;
+    SFT runs take ``demonstration_filter`` (giving the other one is a 400)."""
 
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     base_version = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
     projects = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all(), many=True, allow_empty=False)
-    pair_filter = PairFilterField(default=dict)
+    pair_filter = PairFilterField(default=dict, help_text="Which preference pairs (dpo and reward runs).")
+    demonstration_filter = DemonstrationFilterField(default=dict, help_text="Which demonstrations (sft runs).")
     settings = TrainingSettingsField(
         default=dict, help_text="Training settings; see the README (Training). Missing ones take their defaults."
     )
@@ -85,12 +88,21 @@ class TrainingRunCreateSerializer(serializers.Serializer):
         settings_errors = _settings_errors(attrs["kind"], attrs["settings"])
         if settings_errors:
             errors["settings"] = settings_errors
-        filter_errors = _pair_filter_errors(attrs["pair_filter"])
+        sft = attrs["kind"] == TrainingRun.Kind.SFT
+        used, other = ("demonstration_filter", "pair_filter") if sft else ("pair_filter", "demonstration_filter")
+        filter_errors = (_demonstration_filter_errors if sft else _pair_filter_errors)(attrs[used])
         if filter_errors:
-            errors["pair_filter"] = filter_errors
+            errors[used] = filter_errors
+        if attrs.get(other):
+            errors[other] = [f"Not used by a {attrs['kind']} run: give {used}."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
+
+    @staticmethod
+    def selection(values: dict) -> dict:
+        """The filter the service takes as ``pair_filter``: the demonstration filter for an SFT run."""
+        return values["demonstration_filter"] if values["kind"] == TrainingRun.Kind.SFT else values["pair_filter"]
 
 
 def _settings_errors(kind: str, data: dict) -> dict[str, list[str]]:
@@ -104,6 +116,14 @@ def _settings_errors(kind: str, data: dict) -> dict[str, list[str]]:
 def _pair_filter_errors(data: dict) -> dict[str, list[str]]:
     try:
         pair_filter_from(data)
+    except DjangoValidationError as exc:
+        return exc.message_dict
+    return {}
+
+
+def _demonstration_filter_errors(data: dict) -> dict[str, list[str]]:
+    try:
+        demonstration_filter_from(data)
     except DjangoValidationError as exc:
         return exc.message_dict
     return {}
@@ -129,9 +149,18 @@ class LengthsSerializer(serializers.Serializer):
 
 
 class TrainingRunCheckSerializer(serializers.Serializer):
-    """What a launch with this body would train on; nothing is queued."""
+    """What a launch with this body would train on; nothing is queued. The length figures count pairs, or an SFT
+    run's demonstrations (``unit``)."""
 
-    pairs = serializers.DictField(child=serializers.IntegerField(), help_text="Selected pairs: {train, eval}.")
+    unit = serializers.ChoiceField(choices=["pairs", "demonstrations"], help_text="What the run trains on.")
+    pairs = serializers.DictField(child=serializers.IntegerField(), allow_null=True, help_text="Selected pairs: {train, eval} (null for sft).")
+    demonstrations = serializers.DictField(
+        child=serializers.IntegerField(), allow_null=True, help_text="Selected demonstrations of an sft run: {train, eval} (else null)."
+    )
+    sources = serializers.DictField(
+        child=serializers.DictField(child=serializers.IntegerField()), allow_null=True,
+        help_text="Selected demonstrations per split and source of an sft run: {train: {import: 12, ...}, eval: {...}} (else null).",
+    )
     eval_rule = serializers.CharField()
     lengths = LengthsSerializer(allow_null=True, help_text="Null when the base's tokenizer could not be loaded here.")
     tokenizer_error = serializers.CharField(allow_blank=True)
@@ -157,10 +186,18 @@ class TrainingRunSerializer(JobStateSerializer):
     base_version = serializers.CharField(source="base_version.name")
     projects = serializers.SerializerMethodField()
     config = TrainingSettingsField(help_text="The validated settings that apply to this kind of run.")
-    pair_filter = PairFilterField(help_text="The filter as applied, every key filled in.")
-    dataset_manifest = serializers.DictField(help_text="Row counts and content hash of the exact pairs used.")
+    pair_filter = serializers.SerializerMethodField(help_text="A dpo or reward run's filter as applied, every key filled in.")
+    demonstration_filter = serializers.SerializerMethodField(help_text="An sft run's filter as applied, every key filled in.")
+    dataset_manifest = serializers.DictField(
+        help_text="Row counts and content hash of the exact pairs (sft: demonstrations, per source, with the rejection-"
+        "sampling jobs behind them) used."
+    )
     pairs_used = serializers.SerializerMethodField(
-        help_text="Pairs the trainer used after the max-length rule (null until its datasets are built)."
+        help_text="Pairs the trainer used after the max-length rule (null until its datasets are built, and for sft)."
+    )
+    demonstrations_used = serializers.SerializerMethodField(
+        help_text="Demonstrations an sft run's trainer used after the max-length rule (null until its datasets are built, "
+        "and for dpo and reward runs)."
     )
     step = serializers.IntegerField()
     total_steps = serializers.IntegerField()
@@ -178,11 +215,25 @@ class TrainingRunSerializer(JobStateSerializer):
     def get_projects(self, run) -> list[str]:
         return sorted(project.slug for project in run.projects.all())
 
+    @extend_schema_field(PairFilterSerializer(allow_null=True))
+    def get_pair_filter(self, run) -> dict | None:
+        return None if run.kind == TrainingRun.Kind.SFT else run.pair_filter
+
+    @extend_schema_field(DemonstrationFilterSerializer(allow_null=True))
+    def get_demonstration_filter(self, run) -> dict | None:
+        return run.pair_filter if run.kind == TrainingRun.Kind.SFT else None
+
     @extend_schema_field(PairsUsedSerializer(allow_null=True))
     def get_pairs_used(self, run) -> dict | None:
         from training.services import pairs_used
 
-        return pairs_used(run)
+        return None if run.kind == TrainingRun.Kind.SFT else pairs_used(run)
+
+    @extend_schema_field(PairsUsedSerializer(allow_null=True))
+    def get_demonstrations_used(self, run) -> dict | None:
+        from training.services import pairs_used
+
+        return pairs_used(run) if run.kind == TrainingRun.Kind.SFT else None
 
     @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:

@@ -47,7 +47,8 @@ class TrainingRunList(generics.ListAPIView):
     """Training runs, newest first (filters: ``status``, ``kind``, ``project`` slug).
 
     GET: researchers and admins. POST ``{kind, base_version, projects, pair_filter, settings}``: admins launch a run
-    on the GPU queue (201 with the run).
+    on the GPU queue (201 with the run); an SFT run (``kind: "sft"``) takes ``demonstration_filter`` instead of
+    ``pair_filter`` and trains on demonstrations.
     """
 
     serializer_class = TrainingRunSerializer
@@ -71,7 +72,7 @@ class TrainingRunList(generics.ListAPIView):
             kind=values["kind"],
             base_version=values["base_version"],
             projects=values["projects"],
-            pair_filter=values["pair_filter"],
+            pair_filter=TrainingRunCreateSerializer.selection(values),
             settings=values["settings"],
             requested_by=request.user,
         )
@@ -80,9 +81,9 @@ class TrainingRunList(generics.ListAPIView):
 
 class TrainingRunCheck(APIView):
     """Admins: what a launch with this body (as for POST /api/training-runs/) would train on, without queueing it:
-    the selected train / eval pairs, how many fit ``max_length`` (tokenized with the base's chat template), their
-    lengths, the max length that keeps them all, and whether the launch would be refused for too few pairs (and why).
-    A body that is invalid outright is a 400, as for a launch."""
+    the selected train / eval pairs (an SFT run's demonstrations, with their sources), how many fit ``max_length``
+    (tokenized with the base's chat template), their lengths, the max length that keeps them all, and whether the
+    launch would be refused for too few pairs (and why). A body that is invalid outright is a 400, as for a launch."""
 
     permission_classes = [IsAdmin]
 
@@ -93,7 +94,7 @@ class TrainingRunCheck(APIView):
         values = data.validated_data
         check = services.training_run_check(
             kind=values["kind"], base_version=values["base_version"], projects=values["projects"],
-            pair_filter=values["pair_filter"], settings=values["settings"],
+            pair_filter=TrainingRunCreateSerializer.selection(values), settings=values["settings"],
         )
         return Response(check.as_dict())
 

@@ -1,4 +1,5 @@
-"""Preference examples and the datasets TRL trains on (pure Python: no Django)."""
+"""Training examples and the datasets TRL trains on (pure Python: no Django): preference pairs (DPO, reward models)
+and demonstrations (SFT)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,36 @@ def trl_rows(examples: Iterable[PreferenceExample], *, with_margin: bool = False
     return rows
 
 
-def content_hash(train: Sequence[PreferenceExample], eval: Sequence[PreferenceExample]) -> str:
+@dataclass(frozen=True)
+class SFTExample:
+    """A demonstration: the conversation up to the reply and the reply the model should learn to give."""
+
+    demonstration_id: int
+    prompt: list[dict]  # [{"role": ..., "content": ...}, ...]
+    completion: str
+
+
+def sft_rows(examples: Iterable[SFTExample]) -> list[dict]:
+    """TRL's conversational prompt-completion format: SFTTrainer renders both with the model's chat template and
+    computes the loss on the completion's tokens only (the assistant's reply and its end-of-turn)."""
+    return [
+        {
+            "prompt": [{"role": m["role"], "content": m["content"]} for m in example.prompt],
+            "completion": [{"role": "assistant", "content": example.completion}],
+        }
+        for example in examples
+    ]
+
+
+def content_hash(train: Sequence[PreferenceExample | SFTExample], eval: Sequence[PreferenceExample | SFTExample]) -> str:
     """sha256 over the exact examples, in order, with their split: equal hashes mean equal training data."""
     digest = hashlib.sha256()
     for split, examples in (("train", train), ("eval", eval)):
         for example in examples:
-            line = [split, example.pair_id, example.prompt, example.chosen, example.rejected, example.margin]
+            if isinstance(example, SFTExample):
+                line = [split, "sft", example.demonstration_id, example.prompt, example.completion]
+            else:
+                line = [split, example.pair_id, example.prompt, example.chosen, example.rejected, example.margin]
             digest.update(json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())
             digest.update(b"\n")
     return digest.hexdigest()

@@ -1,14 +1,20 @@
-"""How many preference pairs fit a run's max length, measured as TRL 1.16 will tokenize them (pure Python: no Django).
+"""How many preference pairs (or demonstrations) fit a run's max length, measured as TRL 1.16 will tokenize them
+(pure Python: no Django).
 
-Both trainers tokenize a pair through the base model's chat template: the prompt alone (with the generation prompt),
-prompt + chosen and prompt + rejected. What happens to a pair longer than ``max_length`` depends on the trainer:
+Both preference trainers tokenize a pair through the base model's chat template: the prompt alone (with the
+generation prompt), prompt + chosen and prompt + rejected. What happens to a pair longer than ``max_length`` depends on
+the trainer:
 
 - ``DPOTrainer`` truncates each sequence to ``max_length`` (keeping the start) and drops a pair only when its prompt
   alone fills ``max_length`` (no response token would be left);
 - ``RewardTrainer`` drops every pair whose chosen or rejected sequence is longer than ``max_length``.
 
-The run's ``too_long`` setting makes both behave the same way: ``truncate`` keeps every pair that has room for some
-response (run.py truncates the reward model's sequences itself), ``drop`` trains only on the pairs that fit whole.
+``SFTTrainer`` tokenizes a demonstration the same way (the prompt alone with the generation prompt, and prompt +
+completion; the completion starts where they diverge), truncates it to ``max_length`` keeping the start, and drops it
+when no completion token is left (the prompt alone fills ``max_length``): it behaves like ``DPOTrainer``.
+
+The run's ``too_long`` setting makes them all behave the same way: ``truncate`` keeps every example that has room for
+some response (run.py truncates the reward model's sequences itself), ``drop`` trains only on those that fit whole.
 ``measure`` and ``keep`` are what run.py uses to train, and ``length_report`` what the launch preview shows, so the
 counts a user is shown before launch are the counts the trainer uses.
 """
@@ -20,21 +26,18 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from training.trainers.data import PreferenceExample, trl_rows
+from training.trainers.data import PreferenceExample, SFTExample, sft_rows, trl_rows
 from training.trainers.settings import TOO_LONG_CHOICES
 
 TRUNCATE, DROP = TOO_LONG_CHOICES
 
 
-@dataclass(frozen=True)
-class PairLength:
+class _Length:
     prompt: int  # tokens of the prompt as TRL splits it (the common prefix of prompt and prompt + response)
-    chosen: int  # tokens of prompt + chosen
-    rejected: int  # tokens of prompt + rejected
 
     @property
     def longest(self) -> int:
-        return max(self.chosen, self.rejected)
+        raise NotImplementedError
 
     def fits(self, max_length: int) -> bool:
         return self.longest <= max_length
@@ -42,6 +45,27 @@ class PairLength:
     def kept(self, max_length: int, too_long: str) -> bool:
         """Trained on: whole when it fits; cut when too long under ``truncate``, as long as a response token is left."""
         return self.fits(max_length) or (too_long == TRUNCATE and self.prompt < max_length)
+
+
+@dataclass(frozen=True)
+class PairLength(_Length):
+    prompt: int
+    chosen: int  # tokens of prompt + chosen
+    rejected: int  # tokens of prompt + rejected
+
+    @property
+    def longest(self) -> int:
+        return max(self.chosen, self.rejected)
+
+
+@dataclass(frozen=True)
+class DemonstrationLength(_Length):
+    prompt: int
+    total: int  # tokens of prompt + completion (the completion's end-of-turn included)
+
+    @property
+    def longest(self) -> int:
+        return self.total
 
 
 @lru_cache(maxsize=8)
@@ -54,10 +78,12 @@ def load_tokenizer(base_model: str, local_only: bool = False):
     return AutoTokenizer.from_pretrained(base_model, local_files_only=local_only)
 
 
-def measure(tokenizer, examples: Sequence[PreferenceExample], batch: int = 256) -> list[PairLength]:
-    """Each pair's token lengths, tokenized as TRL's trainers do (trl_rows, the chat template, TRL's prompt split).
-    Batched: apply_chat_template renders each conversation and tokenizes the batch in one call (the same ids as one
-    conversation at a time, about twice as fast)."""
+def measure(tokenizer, examples: Sequence[PreferenceExample] | Sequence[SFTExample], batch: int = 256) -> list[PairLength] | list[DemonstrationLength]:
+    """Each pair's (or demonstration's) token lengths, tokenized as TRL's trainers do (trl_rows or sft_rows, the chat
+    template, TRL's prompt split). Batched: apply_chat_template renders each conversation and tokenizes the batch in
+    one call (the same ids as one conversation at a time, about twice as fast)."""
+    if examples and isinstance(examples[0], SFTExample):
+        return _measure_demonstrations(tokenizer, examples, batch)
     lengths = []
     for start in range(0, len(examples), batch):
         rows = trl_rows(examples[start:start + batch])
@@ -68,6 +94,28 @@ def measure(tokenizer, examples: Sequence[PreferenceExample], batch: int = 256) 
             prompt_length = min(_common_prefix(prompt, chosen_ids), _common_prefix(prompt, rejected_ids))
             lengths.append(PairLength(prompt=prompt_length, chosen=len(chosen_ids), rejected=len(rejected_ids)))
     return lengths
+
+
+def _measure_demonstrations(tokenizer, examples: Sequence[SFTExample], batch: int) -> list[DemonstrationLength]:
+    """As SFTTrainer tokenizes a conversational prompt-completion row: the prompt with the generation prompt, then
+    prompt + completion; the completion starts at their common prefix."""
+    lengths = []
+    for start in range(0, len(examples), batch):
+        rows = sft_rows(examples[start:start + batch])
+        prompts = _batch_ids(tokenizer, [row["prompt"] for row in rows], add_generation_prompt=True)
+        full = _batch_ids(tokenizer, [row["prompt"] + row["completion"] for row in rows])
+        for prompt, ids in zip(prompts, full, strict=True):
+            lengths.append(DemonstrationLength(prompt=_common_prefix(prompt, ids), total=len(ids)))
+    return lengths
+
+
+def tokenized_demonstration(tokenizer, example: SFTExample) -> tuple[int, list[int]]:
+    """(prompt length, prompt + completion ids), as SFTTrainer tokenizes a conversational demonstration: the labels
+    are -100 on the first ``prompt length`` tokens and the ids on the rest."""
+    row = sft_rows([example])[0]
+    prompt = _ids(tokenizer, row["prompt"], add_generation_prompt=True)
+    full = _ids(tokenizer, row["prompt"] + row["completion"])
+    return _common_prefix(prompt, full), full
 
 
 def _batch_ids(tokenizer, conversations: list[list[dict]], **kwargs) -> list[list[int]]:
@@ -127,7 +175,7 @@ class LengthReport:
 
 
 def length_report(
-    train: Sequence[PairLength], eval: Sequence[PairLength], *, max_length: int, too_long: str
+    train: Sequence[_Length], eval: Sequence[_Length], *, max_length: int, too_long: str
 ) -> LengthReport:
     longest = sorted(length.longest for length in [*train, *eval])
     return LengthReport(
@@ -149,15 +197,13 @@ def unmeasured_report(train: int, eval: int, *, max_length: int, too_long: str) 
     )
 
 
-def _split_report(lengths: Sequence[PairLength], max_length: int, too_long: str) -> SplitReport:
+def _split_report(lengths: Sequence[_Length], max_length: int, too_long: str) -> SplitReport:
     fit = sum(length.fits(max_length) for length in lengths)
     used = sum(length.kept(max_length, too_long) for length in lengths)
     return SplitReport(selected=len(lengths), fit=fit, used=used, truncated=used - fit, dropped=len(lengths) - used)
 
 
-def keep(
-    examples: Sequence[PreferenceExample], lengths: Sequence[PairLength], *, max_length: int, too_long: str
-) -> list[PreferenceExample]:
+def keep(examples: Sequence, lengths: Sequence[_Length], *, max_length: int, too_long: str) -> list:
     return [example for example, length in zip(examples, lengths, strict=True) if length.kept(max_length, too_long)]
 
 
@@ -168,25 +214,26 @@ MIN_TRAIN_PAIRS = 8
 MIN_EVAL_PAIRS = 4
 
 
-def too_few_reason(report: LengthReport) -> str | None:
-    """Why a run with these counts would not mean anything, or None when it may start."""
-    cause = f" (max length {report.max_length}, longer pairs: {report.too_long})"
-    hint = _hint(report)
+def too_few_reason(report: LengthReport, unit: str = "pairs") -> str | None:
+    """Why a run with these counts would not mean anything, or None when it may start. ``unit``: what the run trains
+    on, "pairs" or "demonstrations" (the same minimums apply)."""
+    cause = f" (max length {report.max_length}, longer {unit}: {report.too_long})"
+    hint = _hint(report, unit)
     if report.train.used < MIN_TRAIN_PAIRS:
         return (
-            f"Only {report.train.used} of {report.train.selected} training pairs would be used{cause if report.train.dropped else ''}; "
-            f"a run needs at least {MIN_TRAIN_PAIRS}.{hint if report.train.dropped else ' Select more pairs.'}"
+            f"Only {report.train.used} of {report.train.selected} training {unit} would be used{cause if report.train.dropped else ''}; "
+            f"a run needs at least {MIN_TRAIN_PAIRS}.{hint if report.train.dropped else f' Select more {unit}.'}"
         )
     if report.eval.selected and report.eval.used < MIN_EVAL_PAIRS:
         return (
-            f"Only {report.eval.used} of {report.eval.selected} held-out pairs would be evaluated on{cause if report.eval.dropped else ''}; "
+            f"Only {report.eval.used} of {report.eval.selected} held-out {unit} would be evaluated on{cause if report.eval.dropped else ''}; "
             f"an evaluation needs at least {MIN_EVAL_PAIRS} (or none: set the eval fraction to 0)."
             f"{hint if report.eval.dropped else ' Hold out more prompts.'}"
         )
     return None
 
 
-def _hint(report: LengthReport) -> str:
+def _hint(report: LengthReport, unit: str) -> str:
     if report.too_long == DROP:
-        return f" Set max length to {report.keep_all_max_length} to keep them all, or truncate longer pairs."
+        return f" Set max length to {report.keep_all_max_length} to keep them all, or truncate longer {unit}."
     return f" Their prompts alone fill the max length: set it to {report.keep_all_max_length} to keep them all."

@@ -1,9 +1,11 @@
-"""Train a LoRA adapter on preference examples with TRL: a DPO policy or a reward model (pure Python: no Django).
+"""Train a LoRA adapter with TRL: a DPO policy or a reward model on preference examples, or an SFT policy on
+demonstrations (pure Python: no Django).
 
 ``train_adapter`` loads the base model (4-bit NF4 through bitsandbytes unless turned off), attaches a LoRA adapter,
-trains it with TRL's DPOTrainer (the reference is the base with the adapter disabled) or RewardTrainer (sequence
-classification with one output, the pair margin in the loss), reports progress and metrics to a ``Reporter`` as it
-goes, stops early when the reporter asks, and writes the artifacts:
+trains it with TRL's DPOTrainer (the reference is the base with the adapter disabled), RewardTrainer (sequence
+classification with one output, the pair margin in the loss) or SFTTrainer (prompt-completion rows rendered with the
+model's chat template, the loss on the completion's tokens only), reports progress and metrics to a ``Reporter`` as
+it goes, stops early when the reporter asks, and writes the artifacts:
 
     <output_dir>/adapter/        the PEFT adapter and the tokenizer
     <output_dir>/settings.json   the settings used (device choices resolved)
@@ -21,9 +23,9 @@ from pathlib import Path
 from typing import Protocol
 
 from generation.backends.device import first_gpu_only, is_cuda, resolve_device
-from training.trainers.data import PreferenceExample, trl_rows
+from training.trainers.data import PreferenceExample, SFTExample, sft_rows, trl_rows
 from training.trainers.lengths import TRUNCATE, keep, length_report, load_tokenizer, measure, tokenized
-from training.trainers.settings import DPO, Device, TrainingSettings, resolved_for_device
+from training.trainers.settings import DPO, SFT, Device, TrainingSettings, resolved_for_device
 
 EVALUATIONS_PER_RUN = 5
 # Trainer log keys that describe the run rather than the model; kept in the summary, not charted.
@@ -69,7 +71,8 @@ class TrainingResult:
     train_metrics: dict[str, float] = field(default_factory=dict)  # the last logged training step
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
     summary: dict[str, float | str] = field(default_factory=dict)  # runtime, samples/s, mean training loss, device
-    # Pairs used for train / eval (measured on TRL's datasets), selected, and how many were truncated or dropped
+    # Pairs (demonstrations) used for train / eval (measured on TRL's datasets), selected, and how many were truncated
+    # or dropped
     examples: dict[str, int] = field(default_factory=dict)
     quantized_layers: int = 0  # linear layers held in 4 bits
 
@@ -103,16 +106,21 @@ def cpu_has_native_bf16() -> bool:
 def train_adapter(
     *,
     base_model: str,
-    train: Sequence[PreferenceExample],
-    eval: Sequence[PreferenceExample] = (),
+    train: Sequence[PreferenceExample] | Sequence[SFTExample],
+    eval: Sequence[PreferenceExample] | Sequence[SFTExample] = (),
     settings: TrainingSettings,
     output_dir: Path,
     reporter: Reporter | None = None,
     device: str | None = None,
 ) -> TrainingResult:
-    """``device``: "auto" (None), "cpu", "cuda" or "cuda:0"; the one used is in the result's summary["device"]."""
+    """``device``: "auto" (None), "cpu", "cuda" or "cuda:0"; the one used is in the result's summary["device"].
+    ``train`` and ``eval`` are preference examples for DPO and reward runs, demonstrations (SFTExample) for SFT."""
+    unit = "demonstrations" if settings.kind == SFT else "pairs"
     if not train:
-        raise NoUsableExamples("There are no training pairs.")
+        raise NoUsableExamples(f"There are no training {unit}.")
+    expected = SFTExample if settings.kind == SFT else PreferenceExample
+    if not all(isinstance(example, expected) for example in [*train, *eval]):
+        raise TypeError(f"A {settings.kind} run trains on {expected.__name__}s.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reporter = reporter or NoReporter()
     device = training_device(device)
@@ -126,7 +134,7 @@ def train_adapter(
     limits = dict(max_length=settings.max_length, too_long=settings.too_long)
     train, eval = keep(train, train_lengths, **limits), keep(eval, eval_lengths, **limits)
     if not train:
-        raise NoUsableExamples(f"No training pair fits in max_length={settings.max_length} tokens.")
+        raise NoUsableExamples(f"No training {unit[:-1]} fits in max_length={settings.max_length} tokens.")
     trainer = _trainer(base_model, train, eval, settings, output_dir, callback, device, tokenizer)
     examples = {
         "train": len(trainer.train_dataset),
@@ -189,12 +197,6 @@ def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Pa
         report_to="none",
         disable_tqdm=True,
     )
-    with_margin = settings.kind != DPO and settings.use_margin
-    if settings.kind != DPO and settings.too_long == TRUNCATE:
-        # RewardTrainer drops what is longer than max_length; hand it the pairs tokenized and cut instead.
-        datasets = _tokenized_datasets(tokenizer, train, eval, max_length=settings.max_length, with_margin=with_margin)
-    else:
-        datasets = _datasets(train, eval, with_margin=with_margin)
     lora = dict(
         r=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
@@ -202,6 +204,23 @@ def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Pa
         target_modules=_target_modules(settings.target_modules),
     )
     quantization = _quantization(settings)
+    if settings.kind == SFT:
+        from trl import SFTConfig, SFTTrainer
+
+        # Prompt-completion rows: TRL computes the loss on the completion only (completion_only_loss, said outright
+        # rather than left to its dataset sniffing), truncates to max_length keeping the start and drops what has no
+        # completion token left (the too_long rule, lengths.py); no packing, each demonstration its own sequence.
+        args = SFTConfig(**common, completion_only_loss=True, packing=False)
+        return SFTTrainer(
+            model=base_model, args=args, **_sft_datasets(train, eval), peft_config=LoraConfig(**lora, task_type="CAUSAL_LM"),
+            quantization_config=quantization, callbacks=[callback],
+        )
+    with_margin = settings.kind != DPO and settings.use_margin
+    if settings.kind != DPO and settings.too_long == TRUNCATE:
+        # RewardTrainer drops what is longer than max_length; hand it the pairs tokenized and cut instead.
+        datasets = _tokenized_datasets(tokenizer, train, eval, max_length=settings.max_length, with_margin=with_margin)
+    else:
+        datasets = _datasets(train, eval, with_margin=with_margin)
     if settings.kind == DPO:
         from trl import DPOConfig, DPOTrainer
 
@@ -224,6 +243,15 @@ def _datasets(train, eval, *, with_margin: bool) -> dict:
     datasets = {"train_dataset": Dataset.from_list(trl_rows(train, with_margin=with_margin))}
     if eval:
         datasets["eval_dataset"] = Dataset.from_list(trl_rows(eval, with_margin=with_margin))
+    return datasets
+
+
+def _sft_datasets(train, eval) -> dict:
+    from datasets import Dataset
+
+    datasets = {"train_dataset": Dataset.from_list(sft_rows(train))}
+    if eval:
+        datasets["eval_dataset"] = Dataset.from_list(sft_rows(eval))
     return datasets
 
 

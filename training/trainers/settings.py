@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
-DPO, REWARD = "dpo", "reward"
-KINDS = (DPO, REWARD)
+DPO, REWARD, SFT = "dpo", "reward", "sft"
+KINDS = (DPO, REWARD, SFT)
 
 # TRL 1.16's DPOConfig.loss_type values (tests/training_tests check this list against the installed TRL).
 DPO_LOSS_TYPES = (
@@ -21,7 +21,9 @@ DPO_LOSS_TYPES = (
 )
 ONLY_FOR = {"beta": DPO, "loss_type": DPO, "label_smoothing": DPO, "use_margin": REWARD}
 MODULE_NAME = re.compile(r"^[A-Za-z_][\w.]*$")
-DEFAULT_LEARNING_RATE = {DPO: 5e-5, REWARD: 1e-4}
+# SFT: 2e-4, the QLoRA paper's rate for its smaller models and the usual LoRA SFT rate (TRL's SFTConfig default, 2e-5,
+# is a full fine-tuning rate: an adapter barely moves with it).
+DEFAULT_LEARNING_RATE = {DPO: 5e-5, REWARD: 1e-4, SFT: 2e-4}
 
 
 class SettingsError(ValueError):
@@ -48,7 +50,7 @@ class TrainingSettings:
     batch_size: int = 4
     gradient_accumulation: int = 1
     max_length: int = 1024
-    too_long: str = "truncate"  # pairs longer than max_length: "truncate" (keep them, cut) or "drop" (see lengths.py)
+    too_long: str = "truncate"  # pairs (demonstrations) longer than max_length: "truncate" (keep them, cut) or "drop" (see lengths.py)
     seed: int = 0
     eval_steps: int = 0  # 0: about five evaluations per run
     bf16: bool | None = None  # None: decided for the device
@@ -77,7 +79,7 @@ def setting_label(name: str) -> str:
 def training_settings(kind: str, data: dict | None = None) -> TrainingSettings:
     """Validated settings from user input; unknown keys and wrong values raise SettingsError naming each field."""
     if kind not in KINDS:
-        raise SettingsError({"kind": f"Choose {' or '.join(KINDS)}."})
+        raise SettingsError({"kind": f"Choose {', '.join(KINDS[:-1])} or {KINDS[-1]}."})
     data = {key: value for key, value in (data or {}).items() if value is not None and value != ""}
     unknown = sorted(set(data) - set(SETTING_NAMES))
     if unknown:
