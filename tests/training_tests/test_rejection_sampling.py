@@ -18,7 +18,7 @@ from tests.factories import ProjectFactory, PromptFactory, user_with_role
 from tests.tiny_models import build_reward_adapter
 from training import rejection_sampling as service
 from training import selection
-from training.models import RejectionSample, RejectionSamplingJob
+from training.models import RejectionSample, RejectionSamplingJob, TrainingRun
 
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "max_new_tokens": 6, "seed": 3}
 
@@ -320,3 +320,44 @@ def test_the_pages_launch_follow_and_show_the_matrix_to_admins_and_researchers_o
     project_page = client.get(reverse("project_detail", args=[project.slug])).content.decode()
     assert "rs-policy" not in project_page and "rs-judge" not in project_page and "Rejection sampling" not in project_page
 
+
+def test_the_selection_trains_an_sft_run_in_one_step(client, project, versions):
+    """The page's button and the API queue an SFT run of the job's policy on exactly the job's demonstrations."""
+    policy, judge = versions
+    for n in range(7):
+        PromptFactory(project=project, messages=[{"role": "user", "content": f"Another train question {n}?"}])
+    job = sample(project, versions, n=2, selection="top-k-per-prompt", k=2)
+    other = sample(project, versions, n=2)  # another job's demonstrations stay out of this job's run
+    mine = set(Demonstration.objects.filter(rejection_sample__job=job).values_list("pk", flat=True))
+    assert len(mine) == job.selected_count >= 8 and other.selected_count
+
+    admin, researcher = user_with_role("admin"), user_with_role("researcher")
+    client.force_login(admin)
+    page = client.get(reverse("rejection_sampling_detail", args=[job.pk])).content.decode()
+    assert "Train SFT on this selection" in page
+    launched = client.post(reverse("rejection_sampling_train", args=[job.pk]), {"eval_fraction": "0"})
+    run = TrainingRun.objects.get()
+    assert launched.status_code == 302 and launched["Location"] == reverse("run_detail", args=[run.pk])
+    assert (run.kind, run.base_version, list(run.projects.all()), run.requested_by) == ("sft", policy, [project], admin)
+    assert run.pair_filter["sources"] == ["rejection_sampling"] and run.pair_filter["rejection_jobs"] == [job.pk]
+    assert run.pair_filter["eval_fraction"] == 0
+    assert set(run.run_demonstrations.values_list("demonstration_id", flat=True)) == mine
+    # Provenance: from the run to the job, and from each demonstration to the policy, the judge and the sampling.
+    job_ids = {d.rejection_sample.job_id for d in Demonstration.objects.filter(run_uses__run=run)}
+    assert job_ids == {job.pk}
+    assert {(d.metadata["policy"], d.metadata["judge"]) for d in Demonstration.objects.filter(run_uses__run=run)} == {("rs-policy", "rs-judge")}
+    assert f'href="{reverse("run_detail", args=[run.pk])}"' in client.get(reverse("rejection_sampling_detail", args=[job.pk])).content.decode()
+
+    api = client.post(f"/api/rejection-sampling/{job.pk}/train/", {"settings": {"epochs": 2}, "eval_fraction": 0}, content_type="application/json")
+    assert api.status_code == 201, api.content
+    assert api.json()["kind"] == "sft" and api.json()["base_version"] == "rs-policy" and api.json()["config"]["epochs"] == 2
+    bad = client.post(f"/api/rejection-sampling/{job.pk}/train/", {"settings": {"epochs": -1}}, content_type="application/json")
+    assert bad.status_code == 400, bad.content
+    queued = service.rejection_sampling_create(project=project, policy=policy, judge=judge, n=2, sampling=SAMPLING)
+    refused = client.post(f"/api/rejection-sampling/{queued.pk}/train/", {}, content_type="application/json")
+    assert refused.status_code == 400 and "once the job has succeeded" in str(refused.json())
+    page_refused = client.post(reverse("rejection_sampling_train", args=[queued.pk]), follow=True)
+    assert "No SFT run was launched" in page_refused.content.decode()
+    client.force_login(researcher)
+    assert client.post(f"/api/rejection-sampling/{job.pk}/train/", {}, content_type="application/json").status_code == 403
+    assert TrainingRun.objects.count() == 2
