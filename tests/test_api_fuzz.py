@@ -32,10 +32,10 @@ from schemathesis.specs.openapi.checks import (
 
 from annotation import exports
 from annotation.labeling import assignment_next, item_flag, ranking_submit
-from annotation.models import Export, ItemFlag, Prompt, Ranking, RankingItem
+from annotation.models import Demonstration, Export, ItemFlag, Prompt, Ranking, RankingItem
 from annotation.roles import ADMIN, LABELER
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
-from tests.factories import ProjectFactory, PromptFactory, make_item, user_with_role
+from tests.factories import DemonstrationFactory, ProjectFactory, PromptFactory, make_item, user_with_role
 from tests.training_tests.conftest import rank_items
 from training.models import CandidateScore, RejectionSample, RejectionSamplingJob, ScoringJob, TrainingMetric, TrainingRun
 
@@ -80,6 +80,7 @@ def fuzz_data(db):
     item_flag(labeler=labeler, item_id=_leased(labeler, project), reason=ItemFlag.Reason.BROKEN, note="cut off")
     _leased(admin, project)  # one item leased to the admin, to rank, skip or flag
     exports.export_create(projects=[project], export_format="jsonl")
+    DemonstrationFactory(prompt=PromptFactory(project=project))
     job = GenerationJob.objects.create(project=project, prompt_selection={"mode": "missing"}, prompts_total=1)
     GenerationJobModel.objects.create(job=job, model_version=policy, n=3)
     run = TrainingRun.objects.create(kind=TrainingRun.Kind.DPO, base_version=policy, config={"beta": 0.1})
@@ -124,7 +125,7 @@ def known_path_values() -> dict[str, dict[str, list]]:
     ids = {
         "exports": Export.objects.all(), "flags": ItemFlag.objects.all(), "generation-jobs": GenerationJob.objects.all(),
         "rankings": Ranking.objects.all(), "training-runs": TrainingRun.objects.all(), "scoring-jobs": ScoringJob.objects.all(),
-        "items": RankingItem.objects.all(), "prompts": Prompt.objects.all(),
+        "items": RankingItem.objects.all(), "prompts": Prompt.objects.all(), "demonstrations": Demonstration.objects.all(),
         "rejection-sampling": RejectionSamplingJob.objects.all(),
     }
     known = {segment: {"id": list(rows.values_list("pk", flat=True)), "item_id": []} for segment, rows in ids.items()}
