@@ -27,3 +27,15 @@ def version_named(name: str) -> ModelVersion:
     if version is None:
         raise CommandError(f"No model version named {name!r}.")
     return version
+
+
+def prompt_selection_from(value: str, named_mode: str) -> dict:
+    """``--prompts``: the named mode (``heldout``, ``train``) or comma-separated prompt ids."""
+    from django.core.management.base import CommandError
+
+    if value == named_mode:
+        return {"mode": named_mode}
+    try:
+        return {"mode": "ids", "ids": [int(part) for part in value.split(",") if part.strip()]}
+    except ValueError as exc:
+        raise CommandError(f"--prompts takes {named_mode} or comma-separated prompt ids.") from exc

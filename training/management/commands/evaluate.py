@@ -5,7 +5,7 @@ from annotation.models import Project
 from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation.models import GenerationJob
-from generation.sampling_cli import add_sampling_arguments, sampling_from_options, version_named
+from generation.sampling_cli import add_sampling_arguments, prompt_selection_from, sampling_from_options, version_named
 from training import evaluation as evaluations
 from training.models import Evaluation
 from training.stats import Estimate
@@ -37,7 +37,7 @@ class Command(BaseCommand):
                 project=project,
                 versions=[version_named(name) for name in options["model"]],
                 judge=version_named(options["judge"]) if options["judge"] else None,
-                prompt_selection=_selection(options["prompts"]),
+                prompt_selection=prompt_selection_from(options["prompts"], "heldout"),
                 samples=options["samples"],
                 sampling=sampling_from_options(options),
                 backend=options["backend"],
@@ -51,15 +51,6 @@ class Command(BaseCommand):
             if evaluation.status != Evaluation.Status.SUCCEEDED:
                 raise CommandError(f"Evaluation {evaluation.pk} {evaluation.status}: {evaluation.error or 'the responses saved so far are kept.'}")
             self.stdout.write(results_table(evaluation))
-
-
-def _selection(prompts: str) -> dict:
-    if prompts == "heldout":
-        return {"mode": "heldout"}
-    try:
-        return {"mode": "ids", "ids": [int(part) for part in prompts.split(",") if part.strip()]}
-    except ValueError as exc:
-        raise CommandError("--prompts takes heldout or comma-separated prompt ids.") from exc
 
 
 def _progress_line(evaluation: Evaluation) -> str:

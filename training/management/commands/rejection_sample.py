@@ -5,7 +5,7 @@ from annotation.models import Project
 from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation.models import GenerationJob
-from generation.sampling_cli import add_sampling_arguments, sampling_from_options, version_named
+from generation.sampling_cli import add_sampling_arguments, prompt_selection_from, sampling_from_options, version_named
 from training import rejection_sampling as service
 from training.models import RejectionSamplingJob
 
@@ -45,7 +45,7 @@ class Command(BaseCommand):
                 n=options["n"],
                 selection=options["select"],
                 k=options["k"],
-                prompt_selection=_selection(options["prompts"]),
+                prompt_selection=prompt_selection_from(options["prompts"], "train"),
                 sampling=sampling_from_options(options),
                 backend=options["backend"],
                 make_pairs=options["pairs"],
@@ -60,15 +60,6 @@ class Command(BaseCommand):
                     f"Rejection sampling job {job.pk} {job.status}: {job.error or 'nothing was selected (the responses saved so far are kept).'}"
                 )
             self.stdout.write(summary_table(job))
-
-
-def _selection(prompts: str) -> dict:
-    if prompts == "train":
-        return {"mode": "train"}
-    try:
-        return {"mode": "ids", "ids": [int(part) for part in prompts.split(",") if part.strip()]}
-    except ValueError as exc:
-        raise CommandError("--prompts takes train or comma-separated prompt ids.") from exc
 
 
 def _progress_line(job: RejectionSamplingJob) -> str:
