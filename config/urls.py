@@ -60,6 +60,7 @@ api = [
     path("api/training-runs/<int:pk>/", training_api.TrainingRunDetail.as_view(), name="api_training_run"),
     path("api/training-runs/<int:pk>/cancel/", training_api.TrainingRunCancel.as_view(), name="api_training_run_cancel"),
     path("api/training-runs/<int:pk>/metrics/", training_api.TrainingRunMetrics.as_view(), name="api_training_run_metrics"),
+    path("api/training-runs/<int:pk>/samples/", training_api.TrainingRunSamples.as_view(), name="api_training_run_samples"),
     path("api/scoring-jobs/", training_api.ScoringJobList.as_view(), name="api_scoring_jobs"),
     path("api/scoring-jobs/<int:pk>/", training_api.ScoringJobDetail.as_view(), name="api_scoring_job"),
     path("api/scoring-jobs/<int:pk>/cancel/", training_api.ScoringJobCancel.as_view(), name="api_scoring_job_cancel"),

@@ -65,3 +65,45 @@ def build_reward_adapter(base_folder, folder, rank: int = 8, seed: int = 2):
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(base_folder).save_pretrained(folder)
     return folder
+
+
+OTHER_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_other_tokenizer(folder):
+    """A real tokenizer unlike SmolLM2's: byte-level BPE trained here on a few sentences (a vocabulary of a few hundred
+    tokens, other ids for the same text), with its own chat template, for models that must not share the policy's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    text = ["Say something kind, number 12. You are wonderful, friend! The quick brown fox jumps over the lazy dog."] * 20
+    special = ["<unk>", "<pad>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
+    tokenizer.train_from_iterator(
+        text, trainers.BpeTrainer(vocab_size=320, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    )
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, unk_token="<unk>", pad_token="<pad>", eos_token="</s>")
+    wrapped.chat_template = OTHER_CHAT_TEMPLATE
+    wrapped.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_model_with_other_tokenizer(folder, seed: int = 3):
+    """A tiny Llama over build_other_tokenizer's vocabulary (a reward model's base that is not the policy's)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    build_other_tokenizer(folder)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+        num_key_value_heads=1, max_position_embeddings=512, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    return folder

@@ -105,15 +105,21 @@ class _InBatch:
         stop_if_cancelled(self.job)
 
 
+def judge_spec(judge: ModelVersion) -> dict:
+    """How every job loads a reward model (RewardScorer's arguments): its base, its adapter, and 4 bits when it was
+    trained in 4 bits. Scoring jobs, evaluations, rejection sampling and online runs all score alike."""
+    return {
+        "base_model": judge.base_model, "adapter_path": judge.adapter_path,
+        "load_in_4bit": bool(judge.config.get("training", {}).get("load_in_4bit", False)),
+    }
+
+
 def open_scorer(job: Job, judge: ModelVersion):
     """The judge's RewardScorer, its loading counted in the job's ``load_seconds``."""
     from training.trainers.scoring import RewardScorer
 
     started = time.monotonic()
-    scorer = RewardScorer(
-        base_model=judge.base_model, adapter_path=judge.adapter_path,
-        load_in_4bit=bool(judge.config.get("training", {}).get("load_in_4bit", False)),
-    )
+    scorer = RewardScorer(**judge_spec(judge))
     job_update(job, load_seconds=job.load_seconds + time.monotonic() - started)
     return scorer
 

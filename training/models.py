@@ -1,4 +1,4 @@
-"""Training runs (reward model or DPO), their live metrics and their artifacts."""
+"""Training runs (DPO, reward model, SFT, GRPO, RLOO), their live metrics and their artifacts."""
 
 from django.db import models
 
@@ -10,13 +10,21 @@ class TrainingRun(Job):
         DPO = "dpo", "DPO policy"
         REWARD = "reward", "Reward model"
         SFT = "sft", "SFT policy"
+        GRPO = "grpo", "GRPO policy"
+        RLOO = "rloo", "RLOO policy"
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     base_version = models.ForeignKey("generation.ModelVersion", on_delete=models.PROTECT, related_name="training_runs")
+    reward_version = models.ForeignKey(
+        "generation.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="shaped_runs",
+        help_text="GRPO and RLOO: the reward model the policy is trained against.",
+    )
     projects = models.ManyToManyField("annotation.Project", related_name="training_runs")
     config = models.JSONField(default=dict, help_text="Validated training settings.")
     pair_filter = models.JSONField(
-        default=dict, help_text="Which pairs were selected (sources, agreement, dates); for SFT, which demonstrations."
+        default=dict,
+        help_text="Which pairs were selected (sources, agreement, dates); for SFT, which demonstrations; for GRPO and "
+        "RLOO, which prompts.",
     )
     dataset_manifest = models.JSONField(default=dict, blank=True, help_text="Row counts and content hash of the exact pairs used.")
     step = models.PositiveIntegerField(default=0)
@@ -47,9 +55,15 @@ class TrainingRun(Job):
         return self.train_pairs_used is not None
 
     @property
+    def is_online(self) -> bool:
+        """GRPO and RLOO: trained on prompts against a reward model, generating as it goes."""
+        return self.kind in (self.Kind.GRPO, self.Kind.RLOO)
+
+    @property
     def trains_on(self) -> str:
-        """What the run's examples are: "demonstrations" (SFT) or "pairs". The *_pairs_used fields count them."""
-        return "demonstrations" if self.kind == self.Kind.SFT else "pairs"
+        """What the run's examples are: "demonstrations" (SFT), "prompts" (GRPO, RLOO) or "pairs". The *_pairs_used
+        fields count them."""
+        return "demonstrations" if self.kind == self.Kind.SFT else "prompts" if self.is_online else "pairs"
 
     @property
     def selected_examples(self) -> dict:
@@ -107,6 +121,33 @@ class TrainingRunDemonstration(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["run", "demonstration"], name="run_demonstration_once")]
+
+
+class TrainingRunPrompt(models.Model):
+    """A prompt a GRPO or RLOO run generated completions for."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="run_prompts")
+    prompt = models.ForeignKey("annotation.Prompt", on_delete=models.CASCADE, related_name="run_uses")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["run", "prompt"], name="run_prompt_once")]
+
+
+class TrainingSample(models.Model):
+    """A completion an online run generated at a logged step, with its rewards: the best and the worst of the batch,
+    for admins to read what the reward model is rewarding."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="samples")
+    step = models.PositiveIntegerField()
+    messages = models.JSONField(help_text="The prompt: the conversation up to the reply.")
+    completion = models.TextField()
+    tokens = models.PositiveIntegerField()
+    reward = models.FloatField(help_text="The weighted sum of the reward functions.")
+    rewards = models.JSONField(help_text="Each reward function's value: reward_model, length_penalty.")
+
+    class Meta:
+        ordering = ["-step", "-reward", "id"]
+        indexes = [models.Index(fields=["run", "step"])]
 
 
 class ScoringJob(Job):

@@ -16,6 +16,7 @@ from django.db import transaction
 from annotation.models import Project, RankingItem
 from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.models import Candidate, ModelVersion
+from training.generate_and_score import judge_spec
 from training.models import CandidateScore, ScoringJob
 
 BATCH_SIZE = 16
@@ -60,11 +61,7 @@ def _score(job: ScoringJob) -> None:
         Candidate.objects.filter(prompt__project=job.project).order_by("id").values_list("pk", "prompt__messages", "text")
     )
     started = time.monotonic()
-    scorer = RewardScorer(
-        base_model=version.base_model,
-        adapter_path=version.adapter_path,
-        load_in_4bit=bool(version.config.get("training", {}).get("load_in_4bit", False)),
-    )
+    scorer = RewardScorer(**judge_spec(version))
     job_update(job, load_seconds=time.monotonic() - started, device=scorer.device)
     batches = scorer.score([(messages, text) for _, messages, text in candidates], batch_size=BATCH_SIZE)
     done = 0

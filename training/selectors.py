@@ -6,12 +6,17 @@ from dataclasses import dataclass, field
 from django.db.models import QuerySet
 
 from annotation.demonstrations import demonstration_split_rule
-from annotation.models import Demonstration, PreferencePair, Project
+from django.core.exceptions import ValidationError
+
+from annotation.models import Demonstration, PreferencePair, Project, Prompt
 from config.job_queue import job_progress
 from annotation.pairs import split_rule
 from training import stats
-from training.models import CandidateScore, TrainingMetric, TrainingRun, TrainingRunPair
-from training.trainers.data import PreferenceExample, SFTExample
+from training.models import CandidateScore, TrainingMetric, TrainingRun, TrainingRunPair, TrainingSample
+from training.trainers.data import PreferenceExample, PromptExample, SFTExample
+
+# The most prompts an online run takes (a query takes only so many ids, and a run over more is not a CPU's job).
+MAX_RUN_PROMPTS = 10_000
 
 @dataclass(frozen=True)
 class SplitExamples:
@@ -73,6 +78,57 @@ def split_demonstrations(demonstrations: QuerySet[Demonstration], eval_fraction:
     )
 
 
+@dataclass(frozen=True)
+class PromptSelection:
+    """The prompts of a GRPO or RLOO run: the projects' train split (``mode="train"``) or the prompts listed."""
+
+    mode: str = "train"
+    ids: tuple[int, ...] = ()
+
+    def as_dict(self) -> dict:
+        return {"mode": self.mode, "ids": list(self.ids)} if self.mode == "ids" else {"mode": self.mode}
+
+
+def prompt_selection_from(data: dict | None) -> PromptSelection:
+    """{"mode": "train"} (the default) or {"mode": "ids", "ids": [...]}; anything else is a ValidationError."""
+    data = data or {"mode": "train"}
+    mode = data.get("mode") if isinstance(data, dict) else None
+    if mode == "train" and set(data) <= {"mode"}:
+        return PromptSelection()
+    if mode == "ids" and set(data) <= {"mode", "ids"}:
+        ids = data.get("ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) and i > 0 for i in ids):
+            raise ValidationError({"prompt_selection": "ids must be a non-empty list of prompt ids."})
+        if len(ids) > MAX_RUN_PROMPTS:
+            raise ValidationError({"prompt_selection": f"At most {MAX_RUN_PROMPTS:,} prompts per run (got {len(ids):,})."})
+        return PromptSelection(mode="ids", ids=tuple(sorted(set(ids))))
+    raise ValidationError({"prompt_selection": 'Give {"mode": "train"} or {"mode": "ids", "ids": [...]}.'})
+
+
+@dataclass(frozen=True)
+class SplitPrompts:
+    """An online run's prompts. It holds none out: how the policy does on unseen prompts is an evaluation's job."""
+
+    train: list[PromptExample]
+    eval: list[PromptExample]
+    eval_rule: str
+    prompts: dict[str, int]
+
+
+def split_prompts(projects: list[Project], selection: PromptSelection) -> SplitPrompts:
+    """The selected prompts of ``projects`` in id order; refused when there are none or more than MAX_RUN_PROMPTS."""
+    prompts = Prompt.objects.filter(project__in=projects)
+    if selection.mode == "ids":
+        prompts = prompts.filter(pk__in=selection.ids)
+    else:
+        prompts = prompts.filter(split=Prompt.Split.TRAIN)
+    rows = list(prompts.order_by("pk").values_list("pk", "messages")[: MAX_RUN_PROMPTS + 1])
+    if len(rows) > MAX_RUN_PROMPTS:
+        raise ValidationError({"prompt_selection": f"At most {MAX_RUN_PROMPTS:,} prompts per run: list the ones to use."})
+    train = [PromptExample(prompt_id=pk, prompt=messages) for pk, messages in rows]
+    return SplitPrompts(train=train, eval=[], eval_rule="none (evaluate the registered policy on held-out prompts)", prompts={"train": len(train), "eval": 0})
+
+
 # --- runs: progress and charts -------------------------------------------------------------------------------------
 
 
@@ -88,6 +144,16 @@ CHARTS = {
     TrainingRun.Kind.REWARD: ["loss", "accuracy", "margin", "mean_reward"],
     # TRL's SFTTrainer also logs entropy and num_tokens (kept with the metrics, not charted).
     TrainingRun.Kind.SFT: ["loss", "mean_token_accuracy"],
+    # Online RL: the reward (the weighted sum) and its spread within a batch, each reward function's mean, the KL to
+    # the reference, the completions' length and the share cut at the max, the policy's entropy, and how often the
+    # clipped objective clipped.
+    **{
+        kind: [
+            "reward", "reward_std", "rewards/reward_model/mean", "rewards/length_penalty/mean", "kl", "completions/mean_length",
+            "completions/clipped_ratio", "entropy", "clip_ratio/region_mean", "loss",
+        ]
+        for kind in (TrainingRun.Kind.GRPO, TrainingRun.Kind.RLOO)
+    },
 }
 
 
@@ -101,7 +167,53 @@ def run_series(runs: list[TrainingRun]) -> dict[str, dict[tuple[int, str], list[
 
 
 def runs_with_versions() -> QuerySet[TrainingRun]:
-    return TrainingRun.objects.select_related("base_version", "model_version", "requested_by").prefetch_related("projects")
+    return TrainingRun.objects.select_related("base_version", "reward_version", "model_version", "requested_by").prefetch_related("projects")
+
+
+# --- online runs ------------------------------------------------------------------------------------------------------
+
+def latest_samples(run: TrainingRun) -> list[TrainingSample]:
+    """The completions recorded at the run's latest sampled step, best first."""
+    step = run.samples.order_by("-step").values_list("step", flat=True).first()
+    return [] if step is None else list(run.samples.filter(step=step).order_by("-reward", "id"))
+
+
+def reward_hacking_signs(run: TrainingRun) -> list[str]:
+    """training.stats.reward_hacking_signs over the run's logged series and, once its policy was evaluated against
+    its base by a judge, the judge's held-out win rate."""
+    if not run.is_online:
+        return []
+    values: dict[str, list[float]] = {}
+    rows = TrainingMetric.objects.filter(
+        run=run, split=TrainingMetric.Split.TRAIN, name__in=("reward", "completions/mean_length", "completions/clipped_ratio")
+    ).order_by("step", "id")
+    for name, value in rows.values_list("name", "value"):
+        values.setdefault(name, []).append(value)
+    return stats.reward_hacking_signs(
+        values.get("reward", []), values.get("completions/mean_length", []), values.get("completions/clipped_ratio", []),
+        judge_win_rate=judge_win_rate_over_base(run),
+    )
+
+
+def judge_win_rate_over_base(run: TrainingRun) -> stats.Estimate | None:
+    """The latest judged evaluation of the run's policy against its base: the policy's win rate, or None."""
+    from training.models import Evaluation
+
+    version = getattr(run, "model_version", None)
+    if version is None:
+        return None
+    names = {version.name, run.base_version.name}
+    evaluations = Evaluation.objects.filter(
+        status=Evaluation.Status.SUCCEEDED, judge__isnull=False, entries__model_version=version
+    ).filter(entries__model_version=run.base_version).distinct().order_by("-finished_at")
+    for evaluation in evaluations:
+        for pair in evaluation.results.get("pairs", []):
+            if {pair["a"], pair["b"]} == names and pair["win_rate"]["value"] is not None:
+                rate = pair["win_rate"]
+                if pair["a"] == version.name:
+                    return stats.Estimate(rate["value"], rate["low"], rate["high"], rate["count"])
+                return stats.Estimate(1 - rate["value"], 1 - rate["high"], 1 - rate["low"], rate["count"])
+    return None
 
 
 # --- reward models --------------------------------------------------------------------------------------------------

@@ -4,7 +4,10 @@ failure, dead workers), and registering the result.
 DPO and reward runs train on preference pairs (``pair_filter``: annotation.pairs.PairFilter); SFT runs train on
 demonstrations (``pair_filter`` then holds annotation.demonstrations.DemonstrationFilter's fields, stored on the run in
 the same column), split by prompt the same way, fixed at launch as TrainingRunDemonstration rows, and register a policy
-version like a DPO run. What is said below of pairs holds for an SFT run's demonstrations.
+version like a DPO run. GRPO and RLOO runs (online RL) train on prompts (``pair_filter`` holds the prompt selection,
+selectors.PromptSelection; fixed at launch as TrainingRunPrompt rows, none held out) against a reward version
+(``reward_version``), and record a few completions with their rewards as they go (TrainingSample). What is said below
+of pairs holds for an SFT run's demonstrations and an online run's prompts.
 
 Before a launch, training_run_check measures the selected pairs against the max length with the base's tokenizer
 (training.trainers.lengths, the same code the trainer uses) and refuses a run left with too few pairs; the worker
@@ -36,18 +39,28 @@ from config.jobs import JobCancelled, cancel_was_requested, job_dispatch_on_comm
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from training import selectors
-from training.models import RejectionSamplingJob, TrainingMetric, TrainingRun, TrainingRunDemonstration, TrainingRunPair
-from training.trainers.data import PreferenceExample, SFTExample, content_hash
+from training.generate_and_score import judge_spec
+from training.models import (
+    RejectionSamplingJob, TrainingMetric, TrainingRun, TrainingRunDemonstration, TrainingRunPair, TrainingRunPrompt, TrainingSample,
+)
+from training.trainers.data import PreferenceExample, PromptExample, SFTExample, content_hash
 from training.trainers.lengths import LengthReport, length_report, load_tokenizer, measure, too_few_reason, unmeasured_report
-from training.trainers.settings import SettingsError, TrainingSettings, training_settings
+from training.trainers.online import RewardTokenizerError, check_reward_tokenizer
+from training.trainers.settings import ONLINE, SettingsError, TrainingSettings, training_settings
 
 VERSION_KIND = {
     TrainingRun.Kind.DPO: ModelVersion.Kind.POLICY,
     TrainingRun.Kind.REWARD: ModelVersion.Kind.REWARD,
     TrainingRun.Kind.SFT: ModelVersion.Kind.POLICY,
+    TrainingRun.Kind.GRPO: ModelVersion.Kind.POLICY,
+    TrainingRun.Kind.RLOO: ModelVersion.Kind.POLICY,
 }
 # Where a refusal about the selection is reported: the API's and the forms' name of the filter.
-FILTER_FIELD = {TrainingRun.Kind.DPO: "pair_filter", TrainingRun.Kind.REWARD: "pair_filter", TrainingRun.Kind.SFT: "demonstration_filter"}
+FILTER_FIELD = {
+    TrainingRun.Kind.DPO: "pair_filter", TrainingRun.Kind.REWARD: "pair_filter", TrainingRun.Kind.SFT: "demonstration_filter",
+    TrainingRun.Kind.GRPO: "prompt_selection", TrainingRun.Kind.RLOO: "prompt_selection",
+}
+UNIT = {TrainingRun.Kind.SFT: "demonstration", TrainingRun.Kind.GRPO: "prompt", TrainingRun.Kind.RLOO: "prompt"}
 
 
 @dataclass
@@ -57,22 +70,29 @@ class RunCheck:
     if it may not."""
 
     settings: TrainingSettings
-    selection: PairFilter | DemonstrationFilter
-    split: selectors.SplitExamples | selectors.SplitDemonstrations
+    selection: PairFilter | DemonstrationFilter | selectors.PromptSelection
+    split: selectors.SplitExamples | selectors.SplitDemonstrations | selectors.SplitPrompts
     lengths: LengthReport | None  # None where the base's tokenizer could not be loaded here
     tokenizer_error: str = ""
     refusal: dict[str, str] | None = None
+    reward_tokenizer: str = ""  # online runs: "same" or "re-tokenized" (trainers.online.check_reward_tokenizer)
 
     @property
     def is_sft(self) -> bool:
         return isinstance(self.split, selectors.SplitDemonstrations)
 
+    @property
+    def unit(self) -> str:
+        return f"{UNIT.get(self.settings.kind, 'pair')}s"
+
     def as_dict(self) -> dict:
         counts = {"train": len(self.split.train), "eval": len(self.split.eval)}
         return {
-            "unit": "demonstrations" if self.is_sft else "pairs",
-            "pairs": None if self.is_sft else counts,
+            "unit": self.unit,
+            "pairs": counts if self.unit == "pairs" else None,
             "demonstrations": counts if self.is_sft else None,
+            "prompts": counts if self.unit == "prompts" else None,
+            "reward_tokenizer": self.reward_tokenizer,
             "sources": self.split.sources if self.is_sft else None,
             "eval_rule": self.split.eval_rule,
             "lengths": self.lengths.as_dict() if self.lengths else None,
@@ -89,21 +109,28 @@ def training_run_check(
     projects: list[Project],
     pair_filter: dict | None = None,
     settings: dict | None = None,
+    reward_version: ModelVersion | None = None,
 ) -> RunCheck:
     """Validate a launch and measure its pairs against the max length, without queueing anything (the launch
     form's "Check pairs" and POST /api/training-runs/check/). Raises ValidationError for what is invalid outright.
-    For ``kind="sft"``, ``pair_filter`` holds the demonstration filter's fields (annotation.demonstrations)."""
+    For ``kind="sft"``, ``pair_filter`` holds the demonstration filter's fields (annotation.demonstrations); for
+    ``grpo`` and ``rloo``, the prompt selection (selectors.prompt_selection_from), and ``reward_version`` is the
+    reward model they train against."""
     checked = _checked_settings(kind, settings)
     if base_version.kind != ModelVersion.Kind.POLICY:
         raise ValidationError(
-            {"base_version": "Train on a policy model (a base model or an earlier DPO or SFT round), not a reward model."}
+            {"base_version": "Train on a policy model (a base model or an earlier DPO, SFT, GRPO or RLOO round), not a reward model."}
         )
+    _check_reward_version(kind, reward_version)
     if not projects:
         raise ValidationError({"projects": "Choose at least one project."})
-    unit = "demonstration" if kind == TrainingRun.Kind.SFT else "pair"
+    unit = UNIT.get(kind, "pair")
     if kind == TrainingRun.Kind.SFT:
         selection = demonstration_filter_from(pair_filter)
         split = selectors.split_demonstrations(selected_demonstrations(projects, selection), selection.eval_fraction)
+    elif kind in ONLINE:
+        selection = selectors.prompt_selection_from(pair_filter)
+        split = selectors.split_prompts(projects, selection)
     else:
         selection = pair_filter_from(pair_filter)
         split = selectors.split_examples(selected_pairs(projects, selection), selection.eval_fraction)
@@ -123,15 +150,43 @@ def training_run_check(
         )
         lengths = unmeasured_report(len(split.train), len(split.eval), max_length=checked.max_length, too_long=checked.too_long)
     else:
+        reserved = checked.max_completion_length if kind in ONLINE else 0
         lengths = length_report(
-            measure(tokenizer, split.train), measure(tokenizer, split.eval), max_length=checked.max_length, too_long=checked.too_long
+            measure(tokenizer, split.train, completion_tokens=reserved), measure(tokenizer, split.eval),
+            max_length=checked.max_length, too_long=checked.too_long,
         )
         check.lengths = lengths
+        if kind in ONLINE:
+            _check_reward_tokenizer(check, tokenizer, reward_version)
     reason = too_few_reason(lengths, unit=f"{unit}s")
-    if reason:
+    if reason and not check.refusal:
         dropped = lengths.train.dropped or lengths.eval.dropped
         check.refusal = {"max_length" if dropped else FILTER_FIELD[kind]: reason}
     return check
+
+
+def _check_reward_version(kind: str, reward_version: ModelVersion | None) -> None:
+    if kind not in ONLINE:
+        if reward_version is not None:
+            raise ValidationError({"reward_version": "Only GRPO and RLOO runs train against a reward model."})
+        return
+    if reward_version is None:
+        raise ValidationError({"reward_version": f"Choose the reward model the {kind} run trains the policy against."})
+    if reward_version.kind != ModelVersion.Kind.REWARD or not reward_version.adapter_path:
+        raise ValidationError({"reward_version": f"{reward_version.name} is not a reward model trained or registered here."})
+
+
+def _check_reward_tokenizer(check: RunCheck, policy_tokenizer, reward_version: ModelVersion) -> None:
+    """Whether the reward model reads the policy's tokens or re-tokenizes the text, refused when it cannot render a
+    conversation; left to the worker when its tokenizer is not readable here."""
+    try:
+        reward_tokenizer = load_tokenizer(reward_version.adapter_path, local_only=True)
+    except Exception:  # noqa: BLE001 - the worker loads it again and fails the run with the reason
+        return
+    try:
+        check.reward_tokenizer = check_reward_tokenizer(policy_tokenizer, reward_tokenizer)
+    except RewardTokenizerError as exc:
+        check.refusal = {"reward_version": str(exc)}
 
 
 def training_run_create(
@@ -141,28 +196,40 @@ def training_run_create(
     projects: list[Project],
     pair_filter: dict | None = None,
     settings: dict | None = None,
+    reward_version: ModelVersion | None = None,
     requested_by: AbstractUser | None = None,
 ) -> TrainingRun:
     """Validate, check the pairs fit, fix the run's pairs and queue it on the GPU queue (after the transaction
     commits). A run that would use too few pairs to mean anything is refused with the reason (training.trainers.lengths).
     For ``kind="sft"``, ``pair_filter`` holds the demonstration filter's fields and the run's demonstrations are fixed
-    instead (e.g. ``{"sources": ["rejection_sampling"], "rejection_jobs": [job.pk]}``: one job's selection)."""
-    check = training_run_check(kind=kind, base_version=base_version, projects=projects, pair_filter=pair_filter, settings=settings)
+    instead (e.g. ``{"sources": ["rejection_sampling"], "rejection_jobs": [job.pk]}``: one job's selection). A GRPO or
+    RLOO run takes the prompt selection there and trains against ``reward_version``."""
+    check = training_run_check(
+        kind=kind, base_version=base_version, projects=projects, pair_filter=pair_filter, settings=settings, reward_version=reward_version
+    )
     if check.refusal:
         raise ValidationError(check.refusal)
     checked, selection, split = check.settings, check.selection, check.split
-    manifest = _sft_manifest(split, projects, check.lengths, selection) if check.is_sft else _manifest(split, projects, check.lengths)
+    if check.is_sft:
+        manifest = _sft_manifest(split, projects, check.lengths, selection)
+    elif kind in ONLINE:
+        manifest = _online_manifest(split, projects, check.lengths, reward_version)
+    else:
+        manifest = _manifest(split, projects, check.lengths)
     with transaction.atomic():
         run = TrainingRun.objects.create(
             kind=kind,
             base_version=base_version,
+            reward_version=reward_version,
             config=checked.as_dict(),
             pair_filter=selection.as_dict(),
             dataset_manifest=manifest,
             requested_by=requested_by,
         )
         run.projects.set(projects)
-        if check.is_sft:
+        if kind in ONLINE:
+            TrainingRunPrompt.objects.bulk_create([TrainingRunPrompt(run=run, prompt_id=e.prompt_id) for e in split.train], batch_size=2000)
+        elif check.is_sft:
             TrainingRunDemonstration.objects.bulk_create(
                 [TrainingRunDemonstration(run=run, demonstration_id=e.demonstration_id, split="train") for e in split.train]
                 + [TrainingRunDemonstration(run=run, demonstration_id=e.demonstration_id, split="eval") for e in split.eval],
@@ -213,6 +280,23 @@ def _sft_manifest(
         "statuses": list(selection.statuses),
         "projects": sorted(project.slug for project in projects),
         "rejection_sampling": _rejection_jobs(split.rejection_jobs),
+        "sha256": content_hash(split.train, split.eval),
+    }
+
+
+def _online_manifest(
+    split: selectors.SplitPrompts, projects: list[Project], lengths: LengthReport | None, reward_version: ModelVersion
+) -> dict:
+    """An online run's data: its prompts and the reward model that scored what the policy generated for them."""
+    return {
+        "prompts": {"train": len(split.train), "eval": 0},
+        "lengths": lengths.as_dict() if lengths else None,
+        "eval_rule": split.eval_rule,
+        "projects": sorted(project.slug for project in projects),
+        "reward_model": {
+            "id": reward_version.pk, "name": reward_version.name, "base_model": reward_version.base_model,
+            "adapter_path": reward_version.adapter_path,
+        },
         "sha256": content_hash(split.train, split.eval),
     }
 
@@ -270,10 +354,20 @@ def _train(run: TrainingRun):
         output_dir=folder,
         reporter=_RunReporter(run),
         device=device,
+        reward=_reward_spec(run),
     )
     if result.stopped_early:
         raise JobCancelled(summary=_summary(result))
     return result
+
+
+def _reward_spec(run: TrainingRun):
+    """An online run's reward model, loaded as scoring jobs load it (generate_and_score.judge_spec)."""
+    if not run.is_online:
+        return None
+    from training.trainers.online import RewardSpec
+
+    return RewardSpec(**judge_spec(run.reward_version))
 
 
 def training_base(run: TrainingRun) -> str:
@@ -283,9 +377,13 @@ def training_base(run: TrainingRun) -> str:
 
 
 def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[PreferenceExample]] | tuple[list[SFTExample], list[SFTExample]]:
-    """The run's examples as fixed at launch, in id order: its pairs, or an SFT run's demonstrations."""
+    """The run's examples as fixed at launch, in id order: its pairs, an SFT run's demonstrations, or an online run's
+    prompts."""
     if run.kind == TrainingRun.Kind.SFT:
         return run_demonstrations(run)
+    if run.is_online:
+        rows = run.run_prompts.order_by("prompt_id").values_list("prompt_id", "prompt__messages")
+        return [PromptExample(prompt_id=pk, prompt=messages) for pk, messages in rows], []
     rows = run.run_pairs.order_by("pair_id").values_list(
         "split", "pair_id", "pair__prompt__messages", "pair__chosen__text", "pair__rejected__text", "pair__margin"
     )
@@ -307,17 +405,19 @@ def run_demonstrations(run: TrainingRun) -> tuple[list[SFTExample], list[SFTExam
 
 def _write_dataset(folder: Path, run: TrainingRun, train, eval) -> None:
     """The exact data beside the adapter: pairs.jsonl (one example per line, with its split) or, for an SFT run,
-    demonstrations.jsonl, and manifest.json."""
+    demonstrations.jsonl, for an online run prompts.jsonl; and manifest.json."""
     sft = run.kind == TrainingRun.Kind.SFT
-    with open(folder / ("demonstrations.jsonl" if sft else "pairs.jsonl"), "w", encoding="utf-8") as out:
+    with open(folder / f"{run.trains_on}.jsonl", "w", encoding="utf-8") as out:
         for split, examples in (("train", train), ("eval", eval)):
             for e in examples:
-                if sft:
+                if run.is_online:
+                    row = {"split": split, "prompt_id": e.prompt_id, "prompt": e.prompt}
+                elif sft:
                     row = {"split": split, "demonstration_id": e.demonstration_id, "prompt": e.prompt, "completion": e.completion}
                 else:
                     row = {"split": split, "pair_id": e.pair_id, "prompt": e.prompt, "chosen": e.chosen, "rejected": e.rejected, "margin": e.margin}
                 out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    filter_name = "demonstration_filter" if sft else "pair_filter"
+    filter_name = FILTER_FIELD[run.kind]
     manifest = {**run.dataset_manifest, filter_name: run.pair_filter, "run": run.pk, "kind": run.kind}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
@@ -355,9 +455,19 @@ class _RunReporter:
     def should_stop(self) -> bool:
         return cancel_was_requested(self.run)
 
+    def sampled(self, step: int, samples: list[dict]) -> None:
+        TrainingSample.objects.bulk_create(
+            TrainingSample(
+                run_id=self.run_id, step=step, messages=sample["prompt"], completion=sample["completion"], tokens=sample["tokens"],
+                reward=sample["reward"], rewards=sample["rewards"],
+            )
+            for sample in samples
+        )
+
 
 def used_key(run: TrainingRun) -> str:
-    """The manifest's key for what the trainer used: "pairs_used", or "demonstrations_used" for an SFT run."""
+    """The manifest's key for what the trainer used: "pairs_used", "demonstrations_used" (SFT) or "prompts_used"
+    (GRPO, RLOO)."""
     return f"{run.trains_on}_used"
 
 
@@ -384,13 +494,14 @@ def _register(run: TrainingRun, result) -> dict:
     """Runs in the transaction that marks the run succeeded; returns the fields saved with it."""
     base = run.base_version
     base_model = training_base(run)
+    against = f" against reward model {run.reward_version.name}" if run.reward_version_id else ""
     model_version_register(
         name=f"{base.name[:70]}-{run.kind}-run{run.pk}",
         base_model=base_model,
         adapter_path=str(result.adapter_dir),
         kind=VERSION_KIND[run.kind],
         parent=base,
-        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {result.examples['train']} {run.trains_on}"
+        notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {result.examples['train']} {run.trains_on}{against}"
         f" ({result.examples['eval']} held out for evaluation).",
         config={"training": result.settings, "dataset_manifest": {**run.dataset_manifest, used_key(run): pairs_used(run)}},
         metrics={"eval": result.eval_metrics, "train": result.train_metrics},

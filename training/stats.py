@@ -258,3 +258,54 @@ def agreement(judge: Mapping[Hashable, float], human: Mapping[Hashable, float]) 
     tie or a judge tie is not a decision); bootstrapped over those comparisons."""
     shared = sorted((key for key in judge.keys() & human.keys() if judge[key] != 0.5 and human[key] != 0.5), key=str)
     return bootstrap_mean([1.0 if judge[key] == human[key] else 0.0 for key in shared])
+
+
+# --- online runs: signs of reward hacking ----------------------------------------------------------------------------
+
+MIN_STEPS_FOR_SIGNS = 6  # thirds of at least two steps each
+LENGTH_GROWTH = 1.5  # the last third's completions this many times as long as the first third's...
+LENGTH_GROWTH_TOKENS = 8  # ...and at least this many tokens longer
+CLIPPED_SHARE = 0.5  # most completions cut at the max completion length
+
+
+def reward_hacking_signs(
+    reward: Sequence[float], length: Sequence[float], clipped: Sequence[float], judge_win_rate: Estimate | None = None,
+) -> list[str]:
+    """Why an online run's rising reward may not mean a better policy, from its logged series (one value per step):
+    the reward going up while the completions grow much longer or run into the length limit, or while a judge
+    prefers the base on held-out prompts (``judge_win_rate``: the run's policy against its base, 95% interval).
+    Compares the first third of the steps with the last; empty when the reward did not rise or nothing is wrong."""
+    if len(reward) < MIN_STEPS_FOR_SIGNS:
+        return []
+    first, last = _thirds(reward)
+    if last <= first:
+        return []
+    rose = f"The reward rose from {first:.3g} to {last:.3g}"
+    signs = []
+    if len(length) >= MIN_STEPS_FOR_SIGNS:
+        short, long = _thirds(length)
+        if long >= LENGTH_GROWTH * short and long - short >= LENGTH_GROWTH_TOKENS:
+            signs.append(
+                f"{rose} while the mean completion grew from {short:.0f} to {long:.0f} tokens: the policy may be earning "
+                "reward by writing more. Read the samples; a length penalty or target counters it."
+            )
+    if len(clipped) >= MIN_STEPS_FOR_SIGNS:
+        before, after = _thirds(clipped)
+        if after >= CLIPPED_SHARE > before:
+            signs.append(
+                f"{rose} while the share of completions cut at the max completion length went from {before:.0%} to "
+                f"{after:.0%}: longer is being rewarded."
+            )
+    if judge_win_rate is not None and judge_win_rate.high is not None and judge_win_rate.high < 0.5:
+        signs.append(
+            f"{rose}, yet on held-out prompts the judge prefers the base: win rate {judge_win_rate.value:.2f} "
+            f"[{judge_win_rate.low:.2f}, {judge_win_rate.high:.2f}] over {judge_win_rate.count} prompts. The policy "
+            "is exploiting the reward model rather than improving."
+        )
+    return signs
+
+
+def _thirds(values: Sequence[float]) -> tuple[float, float]:
+    """The means of the first and the last third."""
+    third = len(values) // 3
+    return float(np.mean(values[:third])), float(np.mean(values[-third:]))

@@ -4,7 +4,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.models import Project
-from annotation.roles import EXPLORE, MANAGE, require
+from annotation.roles import EXPLORE, MANAGE, can_manage, require
 from config.jobs import job_cancel
 from config.web import add_validation_errors, validation_message
 from generation.models import ModelVersion
@@ -34,6 +34,7 @@ def run_create(request):
                 projects=list(form.cleaned_data["projects"]),
                 pair_filter=form.selection(),
                 settings=form.settings(),
+                reward_version=form.chosen_reward_version(),
                 requested_by=request.user,
             )
         except ValidationError as exc:
@@ -42,7 +43,8 @@ def run_create(request):
             return redirect("run_detail", run_id=run.pk)
     context = {
         "form": form, "pair_filter_fields": TrainingRunForm.FILTER_FIELDS,
-        "demonstration_filter_fields": TrainingRunForm.DEMONSTRATION_FIELDS, **_check_context(form, measure=False),
+        "demonstration_filter_fields": TrainingRunForm.DEMONSTRATION_FIELDS, "prompt_fields": TrainingRunForm.PROMPT_FIELDS,
+        **_check_context(form, measure=False),
     }
     return render(request, "run_form.html", context, status=422 if form.errors else 200)
 
@@ -64,7 +66,7 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
     context = {"lineage": selectors.lineage(base), "check": None, "check_error": "", "oob": measure}
     if measure:
         if not form.is_valid():
-            unit = "demonstrations" if form.data.get("kind") == TrainingRun.Kind.SFT else "pairs"
+            unit = {TrainingRun.Kind.SFT: "demonstrations", TrainingRun.Kind.GRPO: "prompts", TrainingRun.Kind.RLOO: "prompts"}.get(form.data.get("kind"), "pairs")
             if not form.data.getlist("projects"):
                 context["check_error"] = f"Choose a project to count its {unit}."
             else:
@@ -77,6 +79,7 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
             context["check"] = services.training_run_check(
                 kind=form.cleaned_data["kind"], base_version=form.cleaned_data["base_version"],
                 projects=list(form.cleaned_data["projects"]), pair_filter=form.selection(), settings=form.settings(),
+                reward_version=form.chosen_reward_version(),
             ).as_dict()
         except ValidationError as exc:
             context["check_error"] = validation_message(exc)
@@ -91,6 +94,9 @@ def run_detail(request, run_id):
         "progress": selectors.run_progress(run),
         "headline": selectors.run_headline(run),
         "charts": charts.run_charts(selectors.CHARTS[run.kind], selectors.run_series([run]), {run.pk: ""}),
+        # Online runs: what the policy writes and what the reward model gives it (admins only), and warnings.
+        "samples": selectors.latest_samples(run) if run.is_online and can_manage(request.user) else [],
+        "hacking_signs": selectors.reward_hacking_signs(run),
         "settings_rows": selectors.settings_display(run.config),
         "filter_rows": selectors.settings_display(run.pair_filter),
     }

@@ -70,3 +70,10 @@ def estimate(value, digits: int = 3) -> str:
     number = f"{{:.{int(digits)}f}}"
     interval = f" [{number.format(data['low'])}, {number.format(data['high'])}]" if data.get("low") is not None else ""
     return f"{number.format(data['value'])}{interval} ({data['count']})"
+
+
+@register.filter
+def last_user_text(messages) -> str:
+    """The last user turn of a conversation (what the reply answers), as plain text."""
+    turns = [message.get("content", "") for message in messages or [] if isinstance(message, dict) and message.get("role") == "user"]
+    return turns[-1] if turns else ""

@@ -40,7 +40,7 @@ def output_dir(request):
 
 @pytest.fixture
 def page(browser, output_dir):
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1366, "height": 900})
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda error: errors.append(str(error)))

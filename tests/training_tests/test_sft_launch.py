@@ -62,8 +62,8 @@ def test_the_form_shows_the_demonstration_filter_for_sft(client, admin_user, dem
     client.force_login(admin_user)
     page = client.get(reverse("run_create")).content.decode()
     assert 'value="sft"' in page and "SFT policy" in page
-    assert "Which demonstrations" in page and 'data-hide-for="dpo reward" data-demonstration-filter' in page
-    assert 'data-hide-for="sft" data-pair-filter' in page
+    assert "Which demonstrations" in page and 'data-hide-for="dpo reward grpo rloo" data-demonstration-filter' in page
+    assert 'data-hide-for="sft grpo rloo" data-pair-filter' in page
     for name in ("demo_sources", "demo_statuses", "demo_rejection_jobs", "demo_created_from", "demo_created_to", "demo_eval_fraction"):
         assert f'name="{name}"' in page, name
     # DPO's and the reward model's own settings are hidden while another kind is chosen (prefloop.css).
@@ -214,7 +214,7 @@ def test_train_sft_takes_rejection_jobs_and_refuses_the_other_kinds_flags(demons
         train(demonstrated_project.slug, "--kind", "sft", "--base", "tiny-policy", "--source", "human", "--min-agreement", "0.5", "--no-wait")
     with pytest.raises(CommandError, match=r"--status: not for --kind dpo"):
         train(demonstrated_project.slug, "--kind", "dpo", "--base", "tiny-policy", "--status", "pending", "--no-wait")
-    with pytest.raises(CommandError, match="beta: Only for dpo runs."):
+    with pytest.raises(CommandError, match="beta: Only for dpo, grpo and rloo runs."):
         train(demonstrated_project.slug, "--kind", "sft", "--base", "tiny-policy", "--beta", "0.2", "--no-wait")
     with pytest.raises(CommandError, match="rejection_jobs: Give job ids"):
         train(demonstrated_project.slug, "--kind", "sft", "--base", "tiny-policy", "--rejection-job", "x", "--no-wait")

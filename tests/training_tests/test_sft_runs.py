@@ -124,7 +124,7 @@ def test_launch_refusals(demonstrated_project, tiny_version):
     with pytest.raises(ValidationError) as caught:
         create_sft(demonstrated_project, tiny_version, settings={"beta": 0.2, "loss_type": "sigmoid", "use_margin": True})
     assert caught.value.message_dict == {
-        "beta": ["Only for dpo runs."], "loss_type": ["Only for dpo runs."], "use_margin": ["Only for reward runs."],
+        "beta": ["Only for dpo, grpo and rloo runs."], "loss_type": ["Only for dpo runs."], "use_margin": ["Only for reward runs."],
     }
     reward = model_version_register(name="a-reward", base_model=tiny_version.base_model, kind=ModelVersion.Kind.REWARD)
     with pytest.raises(ValidationError, match="policy model"):

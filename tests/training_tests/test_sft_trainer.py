@@ -67,7 +67,7 @@ def test_sft_settings_default_and_refuse_the_other_kinds_settings():
     for name, value in (("beta", 0.2), ("loss_type", "sigmoid"), ("label_smoothing", 0.1), ("use_margin", False)):
         with pytest.raises(SettingsError) as caught:
             training_settings("sft", {name: value})
-        assert caught.value.errors == {name: f"Only for {'reward' if name == 'use_margin' else 'dpo'} runs."}
+        assert caught.value.errors == {name: f"Only for {'reward' if name == 'use_margin' else 'dpo, grpo and rloo' if name == 'beta' else 'dpo'} runs."}
     with pytest.raises(SettingsError) as caught:
         training_settings("ppo")
     assert caught.value.errors == {"kind": "Choose dpo, reward or sft."}

@@ -13,9 +13,10 @@ from annotation.models import Project
 from annotation.pairs import pair_filter_from
 from generation.models import ModelVersion
 from training import selectors
-from training.models import ScoringJob, TrainingMetric, TrainingRun
+from training.models import ScoringJob, TrainingMetric, TrainingRun, TrainingSample
 from training.trainers.settings import (
-    DEFAULT_LEARNING_RATE, ONLY_FOR, TOO_LONG_CHOICES, SettingsError, TrainingSettings, training_settings,
+    DEFAULT_BETA, DEFAULT_LEARNING_RATE, ONLY_FOR, TOO_LONG_CHOICES, SettingsError, TrainingSettings, kinds_of,
+    training_settings,
 )
 
 # --- training settings, described from the TrainingSettings dataclass ---------------------------------------------
@@ -24,12 +25,14 @@ _DECIDED_LATER = {
     "bf16": "auto (null: decided for the device)",
     "gradient_checkpointing": "auto (null: decided for the device)",
     "learning_rate": f"0, the kind's default ({', '.join(f'{kind} {rate}' for kind, rate in DEFAULT_LEARNING_RATE.items())})",
+    "beta": f"null, the kind's default ({', '.join(f'{kind} {beta}' for kind, beta in DEFAULT_BETA.items())})",
+    "use_vllm": "auto (null: on a GPU where vLLM is installed)",
 }
 
 
 def _setting_field(setting) -> serializers.Field:
     default = json.dumps(list(setting.default) if isinstance(setting.default, tuple) else setting.default)
-    only = f" Only for {ONLY_FOR[setting.name]} runs." if setting.name in ONLY_FOR else ""
+    only = f" Only for {kinds_of(setting.name)} runs." if setting.name in ONLY_FOR else ""
     options = {"required": False, "help_text": f"Default: {_DECIDED_LATER.get(setting.name, default)}.{only}"}
     if setting.name == "too_long":
         options["help_text"] += " truncate: keep longer pairs, cut to max_length; drop: leave them out."
@@ -38,6 +41,8 @@ def _setting_field(setting) -> serializers.Field:
         return serializers.ListField(child=serializers.CharField(), **options)
     if setting.type in ("bool", "bool | None"):
         return serializers.BooleanField(allow_null=setting.type == "bool | None", **options)
+    if setting.type == "float | None":
+        return serializers.FloatField(allow_null=True, **options)
     return {"int": serializers.IntegerField, "float": serializers.FloatField, "str": serializers.CharField}[setting.type](**options)
 
 
@@ -64,16 +69,39 @@ class TrainingSettingsField(serializers.DictField):
 # --- training runs ---------------------------------------------------------------------------------------------------
 
 
+class RunPromptSelectionSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["train", "ids"], help_text="train: the projects' train split; ids: the listed prompts.")
+    ids = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, help_text="For mode ids.")
+
+
+@extend_schema_field(RunPromptSelectionSerializer)
+class PromptSelectionField(serializers.DictField):
+    """An online run's prompts, validated by training.selectors.prompt_selection_from."""
+
+
+# The field holding each kind's selection (the others must be left out).
+SELECTION_FIELD = {
+    TrainingRun.Kind.DPO: "pair_filter", TrainingRun.Kind.REWARD: "pair_filter", TrainingRun.Kind.SFT: "demonstration_filter",
+    TrainingRun.Kind.GRPO: "prompt_selection", TrainingRun.Kind.RLOO: "prompt_selection",
+}
+
+
 class TrainingRunCreateSerializer(serializers.Serializer):
     """A launch request. Model versions are looked up by name and projects by slug, so an unknown one is a 400 on its
     field; the kind of model (policy or reward) is the service's check. DPO and reward runs take ``pair_filter``;
-    SFT runs take ``demonstration_filter`` (giving the other one is a 400)."""
+    SFT runs take ``demonstration_filter``; GRPO and RLOO runs take ``prompt_selection`` and ``reward_version``
+    (giving another kind's selection is a 400)."""
 
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     base_version = serializers.SlugRelatedField(slug_field="name", queryset=ModelVersion.objects.all())
     projects = serializers.SlugRelatedField(slug_field="slug", queryset=Project.objects.all(), many=True, allow_empty=False)
     pair_filter = PairFilterField(default=dict, help_text="Which preference pairs (dpo and reward runs).")
     demonstration_filter = DemonstrationFilterField(default=dict, help_text="Which demonstrations (sft runs).")
+    prompt_selection = PromptSelectionField(default=dict, help_text='Which prompts (grpo and rloo runs); default {"mode": "train"}.')
+    reward_version = serializers.SlugRelatedField(
+        slug_field="name", queryset=ModelVersion.objects.all(), required=False, allow_null=True, default=None,
+        help_text="grpo and rloo: the reward model the policy is trained against.",
+    )
     settings = TrainingSettingsField(
         default=dict, help_text="Training settings; see the README (Training). Missing ones take their defaults."
     )
@@ -88,21 +116,22 @@ class TrainingRunCreateSerializer(serializers.Serializer):
         settings_errors = _settings_errors(attrs["kind"], attrs["settings"])
         if settings_errors:
             errors["settings"] = settings_errors
-        sft = attrs["kind"] == TrainingRun.Kind.SFT
-        used, other = ("demonstration_filter", "pair_filter") if sft else ("pair_filter", "demonstration_filter")
-        filter_errors = (_demonstration_filter_errors if sft else _pair_filter_errors)(attrs[used])
+        used = SELECTION_FIELD[attrs["kind"]]
+        filter_errors = _SELECTION_ERRORS[used](attrs[used])
         if filter_errors:
             errors[used] = filter_errors
-        if attrs.get(other):
-            errors[other] = [f"Not used by a {attrs['kind']} run: give {used}."]
+        for other in set(SELECTION_FIELD.values()) - {used}:
+            if attrs.get(other):
+                errors[other] = [f"Not used by a {attrs['kind']} run: give {used}."]
         if errors:
             raise serializers.ValidationError(errors)
         return attrs
 
     @staticmethod
     def selection(values: dict) -> dict:
-        """The filter the service takes as ``pair_filter``: the demonstration filter for an SFT run."""
-        return values["demonstration_filter"] if values["kind"] == TrainingRun.Kind.SFT else values["pair_filter"]
+        """The selection the service takes as ``pair_filter``: the demonstration filter for an SFT run, the prompt
+        selection for an online one."""
+        return values[SELECTION_FIELD[values["kind"]]]
 
 
 def _settings_errors(kind: str, data: dict) -> dict[str, list[str]]:
@@ -129,6 +158,19 @@ def _demonstration_filter_errors(data: dict) -> dict[str, list[str]]:
     return {}
 
 
+def _prompt_selection_errors(data: dict) -> list[str]:
+    try:
+        selectors.prompt_selection_from(data)
+    except DjangoValidationError as exc:
+        return [message for messages in exc.message_dict.values() for message in messages]
+    return []
+
+
+_SELECTION_ERRORS = {
+    "pair_filter": _pair_filter_errors, "demonstration_filter": _demonstration_filter_errors, "prompt_selection": _prompt_selection_errors,
+}
+
+
 class SplitLengthsSerializer(serializers.Serializer):
     selected = serializers.IntegerField()
     fit = serializers.IntegerField(help_text="Pairs whose chosen and rejected sequences fit max_length whole.")
@@ -149,13 +191,24 @@ class LengthsSerializer(serializers.Serializer):
 
 
 class TrainingRunCheckSerializer(serializers.Serializer):
-    """What a launch with this body would train on; nothing is queued. The length figures count pairs, or an SFT
-    run's demonstrations (``unit``)."""
+    """What a launch with this body would train on; nothing is queued. The length figures count pairs, an SFT run's
+    demonstrations or an online run's prompts (``unit``)."""
 
-    unit = serializers.ChoiceField(choices=["pairs", "demonstrations"], help_text="What the run trains on.")
-    pairs = serializers.DictField(child=serializers.IntegerField(), allow_null=True, help_text="Selected pairs: {train, eval} (null for sft).")
+    unit = serializers.ChoiceField(choices=["pairs", "demonstrations", "prompts"], help_text="What the run trains on.")
+    pairs = serializers.DictField(
+        child=serializers.IntegerField(), allow_null=True, help_text="Selected pairs: {train, eval} (null for sft, grpo, rloo)."
+    )
     demonstrations = serializers.DictField(
         child=serializers.IntegerField(), allow_null=True, help_text="Selected demonstrations of an sft run: {train, eval} (else null)."
+    )
+    prompts = serializers.DictField(
+        child=serializers.IntegerField(), allow_null=True,
+        help_text="Selected prompts of a grpo or rloo run: {train, eval}, eval always 0 (else null).",
+    )
+    reward_tokenizer = serializers.CharField(
+        allow_blank=True,
+        help_text="grpo and rloo: same (the reward model shares the policy's tokenizer) or re-tokenized (it scores the "
+        "decoded text with its own); empty when not known here.",
     )
     sources = serializers.DictField(
         child=serializers.DictField(child=serializers.IntegerField()), allow_null=True,
@@ -184,10 +237,14 @@ class TrainingRunSerializer(JobStateSerializer):
     kind = serializers.ChoiceField(choices=TrainingRun.Kind.choices)
     status = serializers.ChoiceField(choices=TrainingRun.Status.choices)
     base_version = serializers.CharField(source="base_version.name")
+    reward_version = serializers.CharField(
+        source="reward_version.name", allow_null=True, help_text="grpo and rloo: the reward model the policy was trained against."
+    )
     projects = serializers.SerializerMethodField()
     config = TrainingSettingsField(help_text="The validated settings that apply to this kind of run.")
     pair_filter = serializers.SerializerMethodField(help_text="A dpo or reward run's filter as applied, every key filled in.")
     demonstration_filter = serializers.SerializerMethodField(help_text="An sft run's filter as applied, every key filled in.")
+    prompt_selection = serializers.SerializerMethodField(help_text="A grpo or rloo run's prompts.")
     dataset_manifest = serializers.DictField(
         help_text="Row counts and content hash of the exact pairs (sft: demonstrations, per source, with the rejection-"
         "sampling jobs behind them) used."
@@ -198,6 +255,10 @@ class TrainingRunSerializer(JobStateSerializer):
     demonstrations_used = serializers.SerializerMethodField(
         help_text="Demonstrations an sft run's trainer used after the max-length rule (null until its datasets are built, "
         "and for dpo and reward runs)."
+    )
+    prompts_used = serializers.SerializerMethodField(
+        help_text="Prompts a grpo or rloo run's trainer used after the max-length rule (null until its dataset is built, "
+        "and for the other kinds)."
     )
     step = serializers.IntegerField()
     total_steps = serializers.IntegerField()
@@ -217,23 +278,33 @@ class TrainingRunSerializer(JobStateSerializer):
 
     @extend_schema_field(PairFilterSerializer(allow_null=True))
     def get_pair_filter(self, run) -> dict | None:
-        return None if run.kind == TrainingRun.Kind.SFT else run.pair_filter
+        return run.pair_filter if SELECTION_FIELD[run.kind] == "pair_filter" else None
 
     @extend_schema_field(DemonstrationFilterSerializer(allow_null=True))
     def get_demonstration_filter(self, run) -> dict | None:
         return run.pair_filter if run.kind == TrainingRun.Kind.SFT else None
 
+    @extend_schema_field(RunPromptSelectionSerializer(allow_null=True))
+    def get_prompt_selection(self, run) -> dict | None:
+        return run.pair_filter if run.is_online else None
+
     @extend_schema_field(PairsUsedSerializer(allow_null=True))
     def get_pairs_used(self, run) -> dict | None:
         from training.services import pairs_used
 
-        return None if run.kind == TrainingRun.Kind.SFT else pairs_used(run)
+        return pairs_used(run) if run.trains_on == "pairs" else None
 
     @extend_schema_field(PairsUsedSerializer(allow_null=True))
     def get_demonstrations_used(self, run) -> dict | None:
         from training.services import pairs_used
 
         return pairs_used(run) if run.kind == TrainingRun.Kind.SFT else None
+
+    @extend_schema_field(PairsUsedSerializer(allow_null=True))
+    def get_prompts_used(self, run) -> dict | None:
+        from training.services import pairs_used
+
+        return pairs_used(run) if run.is_online else None
 
     @extend_schema_field(RunProgressSerializer)
     def get_progress(self, run) -> dict:
@@ -251,6 +322,15 @@ class TrainingMetricSerializer(serializers.ModelSerializer):
     class Meta:
         model = TrainingMetric
         fields = ["step", "split", "name", "value"]
+
+
+class TrainingSampleSerializer(serializers.ModelSerializer):
+    rewards = serializers.DictField(child=serializers.FloatField(), help_text="Each reward function's value: reward_model, length_penalty.")
+    messages = serializers.ListField(child=serializers.DictField(child=serializers.CharField()), help_text="The prompt.")
+
+    class Meta:
+        model = TrainingSample
+        fields = ["step", "messages", "completion", "tokens", "reward", "rewards"]
 
 
 # --- scoring jobs and the queue order -----------------------------------------------------------------------------

@@ -23,11 +23,12 @@ from training.api.serializers import (
     ScoringJobDetailSerializer,
     ScoringJobSerializer,
     TrainingMetricSerializer,
+    TrainingSampleSerializer,
     TrainingRunCheckSerializer,
     TrainingRunCreateSerializer,
     TrainingRunSerializer,
 )
-from training.models import ScoringJob, TrainingMetric, TrainingRun
+from training.models import ScoringJob, TrainingMetric, TrainingRun, TrainingSample
 
 # --- training runs ---------------------------------------------------------------------------------------------------
 
@@ -48,7 +49,8 @@ class TrainingRunList(generics.ListAPIView):
 
     GET: researchers and admins. POST ``{kind, base_version, projects, pair_filter, settings}``: admins launch a run
     on the GPU queue (201 with the run); an SFT run (``kind: "sft"``) takes ``demonstration_filter`` instead of
-    ``pair_filter`` and trains on demonstrations.
+    ``pair_filter`` and trains on demonstrations; a GRPO or RLOO run takes ``prompt_selection`` and
+    ``reward_version`` and trains on the policy's own completions, scored by that reward model.
     """
 
     serializer_class = TrainingRunSerializer
@@ -74,6 +76,7 @@ class TrainingRunList(generics.ListAPIView):
             projects=values["projects"],
             pair_filter=TrainingRunCreateSerializer.selection(values),
             settings=values["settings"],
+            reward_version=values["reward_version"],
             requested_by=request.user,
         )
         return Response(TrainingRunSerializer(run).data, status=status.HTTP_201_CREATED)
@@ -95,6 +98,7 @@ class TrainingRunCheck(APIView):
         check = services.training_run_check(
             kind=values["kind"], base_version=values["base_version"], projects=values["projects"],
             pair_filter=TrainingRunCreateSerializer.selection(values), settings=values["settings"],
+            reward_version=values["reward_version"],
         )
         return Response(check.as_dict())
 
@@ -157,6 +161,31 @@ class TrainingRunMetrics(generics.ListAPIView):
             step = int64(after_step)  # None: past any step a run can log
             metrics = metrics.filter(step__gt=step) if step is not None else metrics.none()
         return metrics
+
+
+@extend_schema_view(
+    get=extend_schema(
+        parameters=[OpenApiParameter("after_step", {"type": "integer", "minimum": 0}, description="Only samples of later steps.")],
+        responses={200: TrainingSampleSerializer(many=True), **error_responses(400, 404)},
+    )
+)
+class TrainingRunSamples(generics.ListAPIView):
+    """Admins: a GRPO or RLOO run's sample completions, newest step first: at each logged step the two best and the
+    two worst completions of the batch, with the reward model's score, the length penalty and their weighted sum.
+    Filter ``after_step`` (poll for new rows). Another kind of run has none (an empty list)."""
+
+    serializer_class = TrainingSampleSerializer
+    permission_classes = [IsAdmin]
+
+    def get_queryset(self):
+        run = get_object_or_404(TrainingRun, pk=self.kwargs["pk"])
+        samples = TrainingSample.objects.filter(run=run).order_by("-step", "-reward", "id")
+        if after_step := self.request.query_params.get("after_step"):
+            if not after_step.isdecimal():
+                raise serializers.ValidationError({"after_step": "Give a whole number."})
+            step = int64(after_step)
+            samples = samples.filter(step__gt=step) if step is not None else samples.none()
+        return samples
 
 
 # --- scoring jobs --------------------------------------------------------------------------------------------------

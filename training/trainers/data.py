@@ -1,5 +1,5 @@
-"""Training examples and the datasets TRL trains on (pure Python: no Django): preference pairs (DPO, reward models)
-and demonstrations (SFT)."""
+"""Training examples and the datasets TRL trains on (pure Python: no Django): preference pairs (DPO, reward models),
+demonstrations (SFT) and prompts (online RL: GRPO, RLOO)."""
 
 from __future__ import annotations
 
@@ -54,13 +54,32 @@ def sft_rows(examples: Iterable[SFTExample]) -> list[dict]:
     ]
 
 
-def content_hash(train: Sequence[PreferenceExample | SFTExample], eval: Sequence[PreferenceExample | SFTExample]) -> str:
+@dataclass(frozen=True)
+class PromptExample:
+    """A prompt an online run generates completions for: the conversation up to the reply."""
+
+    prompt_id: int
+    prompt: list[dict]  # [{"role": ..., "content": ...}, ...]
+
+
+def prompt_rows(examples: Iterable[PromptExample]) -> list[dict]:
+    """TRL's conversational prompt-only format: GRPOTrainer and RLOOTrainer render it with the chat template and
+    the generation prompt, and pass it (with the completion) to the reward functions."""
+    return [{"prompt": [{"role": m["role"], "content": m["content"]} for m in example.prompt]} for example in examples]
+
+
+Example = PreferenceExample | SFTExample | PromptExample
+
+
+def content_hash(train: Sequence[Example], eval: Sequence[Example]) -> str:
     """sha256 over the exact examples, in order, with their split: equal hashes mean equal training data."""
     digest = hashlib.sha256()
     for split, examples in (("train", train), ("eval", eval)):
         for example in examples:
             if isinstance(example, SFTExample):
                 line = [split, "sft", example.demonstration_id, example.prompt, example.completion]
+            elif isinstance(example, PromptExample):
+                line = [split, "prompt", example.prompt_id, example.prompt]
             else:
                 line = [split, example.pair_id, example.prompt, example.chosen, example.rejected, example.margin]
             digest.update(json.dumps(line, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode())

@@ -15,6 +15,10 @@ when no completion token is left (the prompt alone fills ``max_length``): it beh
 
 The run's ``too_long`` setting makes them all behave the same way: ``truncate`` keeps every example that has room for
 some response (run.py truncates the reward model's sequences itself), ``drop`` trains only on those that fit whole.
+An online run (GRPO, RLOO) trains on prompts: it generates up to ``max_completion_length`` tokens after each prompt
+(rendered with the generation prompt), so a prompt is used when prompt + max_completion_length fits ``max_length``
+and dropped otherwise (a prompt is never cut: its end is what the model answers).
+
 ``measure`` and ``keep`` are what run.py uses to train, and ``length_report`` what the launch preview shows, so the
 counts a user is shown before launch are the counts the trainer uses.
 """
@@ -26,7 +30,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 
-from training.trainers.data import PreferenceExample, SFTExample, sft_rows, trl_rows
+from training.trainers.data import PreferenceExample, PromptExample, SFTExample, prompt_rows, sft_rows, trl_rows
 from training.trainers.settings import TOO_LONG_CHOICES
 
 TRUNCATE, DROP = TOO_LONG_CHOICES
@@ -68,6 +72,19 @@ class DemonstrationLength(_Length):
         return self.total
 
 
+@dataclass(frozen=True)
+class PromptLength(_Length):
+    prompt: int
+    completion: int  # the tokens reserved for the completion (max_completion_length)
+
+    @property
+    def longest(self) -> int:
+        return self.prompt + self.completion
+
+    def kept(self, max_length: int, too_long: str) -> bool:
+        return self.fits(max_length)
+
+
 @lru_cache(maxsize=8)
 def load_tokenizer(base_model: str, local_only: bool = False):
     """The base model's tokenizer alone (no weights): the chat template the trainers format examples with.
@@ -78,12 +95,22 @@ def load_tokenizer(base_model: str, local_only: bool = False):
     return AutoTokenizer.from_pretrained(base_model, local_files_only=local_only)
 
 
-def measure(tokenizer, examples: Sequence[PreferenceExample] | Sequence[SFTExample], batch: int = 256) -> list[PairLength] | list[DemonstrationLength]:
+def measure(
+    tokenizer, examples: Sequence[PreferenceExample] | Sequence[SFTExample] | Sequence[PromptExample], batch: int = 256,
+    completion_tokens: int = 0,
+) -> list[PairLength] | list[DemonstrationLength] | list[PromptLength]:
     """Each pair's (or demonstration's) token lengths, tokenized as TRL's trainers do (trl_rows or sft_rows, the chat
     template, TRL's prompt split). Batched: apply_chat_template renders each conversation and tokenizes the batch in
-    one call (the same ids as one conversation at a time, about twice as fast)."""
+    one call (the same ids as one conversation at a time, about twice as fast). A prompt (online runs) is measured
+    with the generation prompt, ``completion_tokens`` reserved after it."""
     if examples and isinstance(examples[0], SFTExample):
         return _measure_demonstrations(tokenizer, examples, batch)
+    if examples and isinstance(examples[0], PromptExample):
+        return [
+            PromptLength(prompt=len(ids), completion=completion_tokens)
+            for start in range(0, len(examples), batch)
+            for ids in _batch_ids(tokenizer, [row["prompt"] for row in prompt_rows(examples[start:start + batch])], add_generation_prompt=True)
+        ]
     lengths = []
     for start in range(0, len(examples), batch):
         rows = trl_rows(examples[start:start + batch])
@@ -234,6 +261,8 @@ def too_few_reason(report: LengthReport, unit: str = "pairs") -> str | None:
 
 
 def _hint(report: LengthReport, unit: str) -> str:
+    if unit == "prompts":
+        return f" Set max length to {report.keep_all_max_length} (the longest prompt + the max completion length) to keep them all."
     if report.too_long == DROP:
         return f" Set max length to {report.keep_all_max_length} to keep them all, or truncate longer {unit}."
     return f" Their prompts alone fill the max length: set it to {report.keep_all_max_length} to keep them all."

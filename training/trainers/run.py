@@ -1,10 +1,11 @@
-"""Train a LoRA adapter with TRL: a DPO policy or a reward model on preference examples, or an SFT policy on
-demonstrations (pure Python: no Django).
+"""Train a LoRA adapter with TRL: a DPO policy or a reward model on preference examples, an SFT policy on
+demonstrations, or a GRPO / RLOO policy on prompts against a reward model (pure Python: no Django).
 
 ``train_adapter`` loads the base model (4-bit NF4 through bitsandbytes unless turned off), attaches a LoRA adapter,
 trains it with TRL's DPOTrainer (the reference is the base with the adapter disabled), RewardTrainer (sequence
 classification with one output, the pair margin in the loss) or SFTTrainer (prompt-completion rows rendered with the
-model's chat template, the loss on the completion's tokens only), reports progress and metrics to a ``Reporter`` as
+model's chat template, the loss on the completion's tokens only) or, for online RL, GRPOTrainer / RLOOTrainer
+(online.py: completions generated as it trains, scored by the reward model), reports progress and metrics to a ``Reporter`` as
 it goes, stops early when the reporter asks, and writes the artifacts:
 
     <output_dir>/adapter/        the PEFT adapter and the tokenizer
@@ -23,9 +24,10 @@ from pathlib import Path
 from typing import Protocol
 
 from generation.backends.device import first_gpu_only, is_cuda, resolve_device
-from training.trainers.data import PreferenceExample, SFTExample, sft_rows, trl_rows
+from training.trainers.data import PreferenceExample, PromptExample, SFTExample, sft_rows, trl_rows
 from training.trainers.lengths import TRUNCATE, keep, length_report, load_tokenizer, measure, tokenized
-from training.trainers.settings import DPO, SFT, Device, TrainingSettings, resolved_for_device
+from training.trainers.online import RewardSpec, online_trainer
+from training.trainers.settings import DPO, ONLINE, SFT, Device, TrainingSettings, resolved_for_device
 
 EVALUATIONS_PER_RUN = 5
 # Trainer log keys that describe the run rather than the model; kept in the summary, not charted.
@@ -42,6 +44,9 @@ class Reporter(Protocol):
 
     def should_stop(self) -> bool: ...
 
+    def sampled(self, step: int, samples: list[dict]) -> None:
+        """Online runs: a few completions of the latest generation batch, with their rewards (online.SampleBook)."""
+
 
 class NoReporter:
     def prepared(self, examples: dict[str, int]) -> None:
@@ -55,6 +60,9 @@ class NoReporter:
 
     def should_stop(self) -> bool:
         return False
+
+    def sampled(self, step: int, samples: list[dict]) -> None:
+        pass
 
 
 class NoUsableExamples(ValueError):
@@ -71,7 +79,7 @@ class TrainingResult:
     train_metrics: dict[str, float] = field(default_factory=dict)  # the last logged training step
     eval_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
     summary: dict[str, float | str] = field(default_factory=dict)  # runtime, samples/s, mean training loss, device
-    # Pairs (demonstrations) used for train / eval (measured on TRL's datasets), selected, and how many were truncated
+    # Pairs (demonstrations, prompts) used for train / eval (measured on TRL's datasets), selected, and how many were truncated
     # or dropped
     examples: dict[str, int] = field(default_factory=dict)
     quantized_layers: int = 0  # linear layers held in 4 bits
@@ -83,9 +91,11 @@ class TrainingResult:
 def detect_device(requested: str | None = None) -> Device:
     """The hardware behind ``requested`` (see resolve_device; None: auto), for the device-aware defaults."""
     if is_cuda(resolve_device(requested)):
+        import importlib.util
+
         import torch
 
-        return Device("cuda", bf16_supported=torch.cuda.is_bf16_supported())
+        return Device("cuda", bf16_supported=torch.cuda.is_bf16_supported(), has_vllm=importlib.util.find_spec("vllm") is not None)
     return Device("cpu", bf16_supported=cpu_has_native_bf16())
 
 
@@ -106,21 +116,26 @@ def cpu_has_native_bf16() -> bool:
 def train_adapter(
     *,
     base_model: str,
-    train: Sequence[PreferenceExample] | Sequence[SFTExample],
+    train: Sequence[PreferenceExample] | Sequence[SFTExample] | Sequence[PromptExample],
     eval: Sequence[PreferenceExample] | Sequence[SFTExample] = (),
     settings: TrainingSettings,
     output_dir: Path,
     reporter: Reporter | None = None,
     device: str | None = None,
+    reward: RewardSpec | None = None,
 ) -> TrainingResult:
     """``device``: "auto" (None), "cpu", "cuda" or "cuda:0"; the one used is in the result's summary["device"].
-    ``train`` and ``eval`` are preference examples for DPO and reward runs, demonstrations (SFTExample) for SFT."""
-    unit = "demonstrations" if settings.kind == SFT else "pairs"
+    ``train`` and ``eval`` are preference examples for DPO and reward runs, demonstrations (SFTExample) for SFT;
+    an online run (GRPO, RLOO) takes prompts (PromptExample, no eval) and the ``reward`` model that scores them."""
+    online = settings.kind in ONLINE
+    unit = "demonstrations" if settings.kind == SFT else "prompts" if online else "pairs"
     if not train:
         raise NoUsableExamples(f"There are no training {unit}.")
-    expected = SFTExample if settings.kind == SFT else PreferenceExample
+    expected = SFTExample if settings.kind == SFT else PromptExample if online else PreferenceExample
     if not all(isinstance(example, expected) for example in [*train, *eval]):
         raise TypeError(f"A {settings.kind} run trains on {expected.__name__}s.")
+    if online and (eval or reward is None):
+        raise ValueError(f"A {settings.kind} run takes a reward model and no eval examples.")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reporter = reporter or NoReporter()
     device = training_device(device)
@@ -129,13 +144,18 @@ def train_adapter(
     output_dir.mkdir(parents=True, exist_ok=True)
     callback = _reporting_callback(reporter)
     tokenizer = load_tokenizer(base_model)
-    train_lengths, eval_lengths = measure(tokenizer, train), measure(tokenizer, eval)
+    reserved = settings.max_completion_length if online else 0
+    train_lengths, eval_lengths = measure(tokenizer, train, completion_tokens=reserved), measure(tokenizer, eval)
     report = length_report(train_lengths, eval_lengths, max_length=settings.max_length, too_long=settings.too_long)
     limits = dict(max_length=settings.max_length, too_long=settings.too_long)
     train, eval = keep(train, train_lengths, **limits), keep(eval, eval_lengths, **limits)
     if not train:
         raise NoUsableExamples(f"No training {unit[:-1]} fits in max_length={settings.max_length} tokens.")
-    trainer = _trainer(base_model, train, eval, settings, output_dir, callback, device, tokenizer)
+    if online:
+        built = _online_trainer(base_model, train, settings, output_dir, callback, device, tokenizer, reward)
+        trainer, callback.book, extra_summary = built.trainer, built.book, {"reward_tokenizer": built.reward_tokenizer}
+    else:
+        trainer, extra_summary = _trainer(base_model, train, eval, settings, output_dir, callback, device, tokenizer), {}
     examples = {
         "train": len(trainer.train_dataset),
         "eval": len(trainer.eval_dataset) if trainer.eval_dataset else 0,
@@ -163,7 +183,7 @@ def train_adapter(
         settings=settings.as_dict(),
         train_metrics=callback.last.get("train", {}),
         eval_metrics=callback.last.get("eval", {}),
-        summary={**callback.summary, "device": device},
+        summary={**callback.summary, **extra_summary, "device": device},
         examples=examples,
         quantized_layers=_quantized_layers(trainer.model),
     )
@@ -171,18 +191,16 @@ def train_adapter(
     return result
 
 
-def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, device: str, tokenizer):
-    from peft import LoraConfig
-
+def _common_arguments(settings: TrainingSettings, output_dir: Path, device: str) -> dict:
+    """The TrainingArguments of every kind."""
     on_gpu = is_cuda(device)
-    common = dict(
+    return dict(
         output_dir=str(output_dir / "trainer"),
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.epochs,
         per_device_train_batch_size=settings.batch_size,
         per_device_eval_batch_size=settings.batch_size,
         gradient_accumulation_steps=settings.gradient_accumulation,
-        max_length=settings.max_length,
         seed=settings.seed,
         bf16=settings.bf16,
         use_cpu=not on_gpu,  # transformers refuses bf16 without a GPU unless told the CPU is meant
@@ -191,18 +209,39 @@ def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Pa
         model_init_kwargs={"device_map": {"": "cuda:0" if on_gpu else "cpu"}},
         gradient_checkpointing=settings.gradient_checkpointing,
         logging_steps=1,
-        eval_strategy="steps" if eval else "no",
-        eval_steps=settings.eval_steps or 1 / EVALUATIONS_PER_RUN,
         save_strategy="no",
         report_to="none",
         disable_tqdm=True,
     )
-    lora = dict(
+
+
+def _lora(settings: TrainingSettings) -> dict:
+    return dict(
         r=settings.lora_rank,
         lora_alpha=settings.lora_alpha,
         lora_dropout=settings.lora_dropout,
         target_modules=_target_modules(settings.target_modules),
     )
+
+
+def _online_trainer(base_model, train, settings: TrainingSettings, output_dir: Path, callback, device: str, tokenizer, reward: RewardSpec):
+    return online_trainer(
+        base_model=base_model, train=train, settings=settings, common=_common_arguments(settings, output_dir, device),
+        lora=_lora(settings), quantization=_quantization(settings), callbacks=[callback], device=device, tokenizer=tokenizer,
+        reward=reward,
+    )
+
+
+def _trainer(base_model, train, eval, settings: TrainingSettings, output_dir: Path, callback, device: str, tokenizer):
+    from peft import LoraConfig
+
+    common = dict(
+        _common_arguments(settings, output_dir, device),
+        max_length=settings.max_length,
+        eval_strategy="steps" if eval else "no",
+        eval_steps=settings.eval_steps or 1 / EVALUATIONS_PER_RUN,
+    )
+    lora = _lora(settings)
     quantization = _quantization(settings)
     if settings.kind == SFT:
         from trl import SFTConfig, SFTTrainer
@@ -346,6 +385,7 @@ def _reporting_callback(reporter: Reporter):
             self.stopped = False
             self.last: dict[str, dict[str, float]] = {}
             self.summary: dict[str, float] = {}
+            self.book = None  # an online run's SampleBook
 
         def on_train_begin(self, args, state, control, **kwargs):
             reporter.started(state.max_steps)
@@ -356,6 +396,9 @@ def _reporting_callback(reporter: Reporter):
             if metrics:
                 self.last[split] = metrics
                 reporter.logged(state.global_step, split, metrics)
+            samples = self.book.take() if self.book else []
+            if samples:
+                reporter.sampled(state.global_step, samples)
 
         def on_step_end(self, args, state, control, **kwargs):
             if reporter.should_stop():

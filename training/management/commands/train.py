@@ -6,26 +6,33 @@ from annotation.pair_filter_cli import add_pair_filter_arguments, pair_filter_fr
 from config.jobs import follow_until_finished
 from config.web import validation_message
 from generation.models import ModelVersion
+from generation.sampling_cli import prompt_selection_from
 from training import selectors, services
 from training.models import TrainingMetric, TrainingRun
-from training.trainers.settings import DEFAULT_LEARNING_RATE, KINDS, ONLY_FOR, SETTING_NAMES, TrainingSettings
+from training.trainers.settings import DEFAULT_BETA, DEFAULT_LEARNING_RATE, KINDS, ONLINE, ONLY_FOR, SETTING_NAMES, TrainingSettings, kinds_of
 
 POLL_SECONDS = 1
 
 
 class Command(BaseCommand):
     help = (
-        "Train a DPO policy or a reward model on the projects' preference pairs, or an SFT policy on their "
-        "demonstrations, on the GPU queue: python manage.py train <project-slug> [<project-slug> ...] --kind dpo|reward|sft "
-        "--base <version> [--lora-rank 16 ...]. SFT runs choose demonstrations with --demo-source, --status, "
-        "--rejection-job, --from, --to and --eval-fraction; the other pair filters are refused for them."
+        "Train a DPO policy or a reward model on the projects' preference pairs, an SFT policy on their "
+        "demonstrations, or a GRPO / RLOO policy on their prompts against a reward model, on the GPU queue: "
+        "python manage.py train <project-slug> [<project-slug> ...] --kind dpo|reward|sft|grpo|rloo --base <version> "
+        "[--judge <reward version>] [--lora-rank 16 ...]. SFT runs choose demonstrations with --demo-source, --status, "
+        "--rejection-job, --from, --to and --eval-fraction; GRPO and RLOO runs take --judge and --prompts; the other "
+        "kinds' selection flags are refused."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("project_slugs", nargs="+", metavar="project-slug")
         parser.add_argument("--kind", choices=TrainingRun.Kind.values, required=True)
         parser.add_argument(
-            "--base", required=True, help="The policy model version to train from (a base model or an earlier DPO or SFT round)."
+            "--base", required=True, help="The policy model version to train from (a base model or an earlier DPO, SFT, GRPO or RLOO round)."
+        )
+        parser.add_argument("--judge", help="grpo and rloo: the reward model version the policy is trained against.")
+        parser.add_argument(
+            "--prompts", help="grpo and rloo: train (the projects' train split, the default) or comma-separated prompt ids."
         )
         add_pair_filter_arguments(parser)
         # --from, --to and --eval-fraction are the pair filter's flags, and mean the same for demonstrations.
@@ -46,6 +53,7 @@ class Command(BaseCommand):
                 projects=projects_from_slugs(options["project_slugs"]),
                 pair_filter=_selection(options),
                 settings=_settings(options),
+                reward_version=_version(options["judge"]) if options["judge"] else None,
             )
         except ValidationError as exc:
             raise CommandError(validation_message(exc)) from exc
@@ -77,13 +85,27 @@ PAIR_ONLY = {"sources": "--source", "exclude_flagged": "--include-flagged", "inc
 DEMONSTRATION_ONLY = {"demo_sources": "--demo-source", "demo_statuses": "--status", "demo_rejection_jobs": "--rejection-job"}
 
 
+# The pair filter's flags that also choose demonstrations (an online run refuses them, as it trains on prompts).
+SHARED = {"created_from": "--from", "created_to": "--to", "eval_fraction": "--eval-fraction"}
+ONLINE_ONLY = {"judge": "--judge", "prompts": "--prompts"}
+
+
 def _selection(options: dict) -> dict:
-    """The pair filter, or an SFT run's demonstration filter; a flag of the other kind of filter is an error."""
-    sft = options["kind"] == TrainingRun.Kind.SFT
-    misplaced = [flag for dest, flag in (PAIR_ONLY if sft else DEMONSTRATION_ONLY).items() if options.get(dest) is not None]
+    """The pair filter, an SFT run's demonstration filter or an online run's prompts; a flag of another kind's
+    selection is an error."""
+    kind = options["kind"]
+    sft, online = kind == TrainingRun.Kind.SFT, kind in ONLINE
+    if online:
+        refused, what = {**PAIR_ONLY, **DEMONSTRATION_ONLY, **SHARED}, "grpo and rloo runs train on prompts: --prompts"
+    elif sft:
+        refused, what = {**PAIR_ONLY, **ONLINE_ONLY}, "sft runs train on demonstrations"
+    else:
+        refused, what = {**DEMONSTRATION_ONLY, **ONLINE_ONLY}, "they are for --kind sft, grpo or rloo"
+    misplaced = [flag for dest, flag in refused.items() if options.get(dest) is not None]
     if misplaced:
-        what = "sft runs train on demonstrations" if sft else "they choose demonstrations, for --kind sft"
-        raise CommandError(f"{', '.join(misplaced)}: not for --kind {options['kind']} ({what}).")
+        raise CommandError(f"{', '.join(misplaced)}: not for --kind {kind} ({what}).")
+    if online:
+        return prompt_selection_from(options["prompts"] or "train", "train")
     return demonstration_filter_from_options(options) if sft else pair_filter_from_options(options)
 
 
@@ -91,6 +113,8 @@ def _setting_help(name: str, defaults: dict) -> str:
     default = defaults.get(name)
     if name == "learning_rate":
         text = "default " + ", ".join(f"{rate:.0e}".replace("e-0", "e-") + f" for {kind}" for kind, rate in DEFAULT_LEARNING_RATE.items())
+    elif name == "beta":
+        text = "default " + ", ".join(f"{beta} for {kind}" for kind, beta in DEFAULT_BETA.items())
     elif default is None:
         text = "auto, true or false; default auto (decided for the device)"
     elif isinstance(default, bool):
@@ -101,7 +125,7 @@ def _setting_help(name: str, defaults: dict) -> str:
         text = f"comma-separated; default {','.join(default)}"
     else:
         text = f"default {default}"
-    return f"{text} ({ONLY_FOR[name]} only)" if name in ONLY_FOR else text
+    return f"{text} ({kinds_of(name)} only)" if name in ONLY_FOR else text
 
 
 def _version(name: str) -> ModelVersion:
@@ -117,11 +141,16 @@ def _settings(options: dict) -> dict:
 
 
 def _progress_line(run: TrainingRun) -> str:
+    """The step and the latest train loss; an online run's latest reward, KL and completion length instead."""
     line = f"{run.get_status_display()}: step {run.step}/{run.total_steps or '?'}"
-    loss = (
-        TrainingMetric.objects.filter(run=run, split=TrainingMetric.Split.TRAIN, name="loss")
-        .order_by("-step", "-id")
-        .values_list("value", flat=True)
-        .first()
-    )
-    return line if loss is None else f"{line}, train loss {loss:.4f}"
+    shown = {"reward": "reward", "kl": "kl", "completions/mean_length": "mean length"} if run.is_online else {"loss": "train loss"}
+    for name, label in shown.items():
+        value = (
+            TrainingMetric.objects.filter(run=run, split=TrainingMetric.Split.TRAIN, name=name)
+            .order_by("-step", "-id")
+            .values_list("value", flat=True)
+            .first()
+        )
+        if value is not None:
+            line += f", {label} {value:.4f}" if name != "completions/mean_length" else f", {label} {value:.0f} tokens"
+    return line
