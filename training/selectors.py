@@ -126,7 +126,7 @@ def split_prompts(projects: list[Project], selection: PromptSelection) -> SplitP
     if len(rows) > MAX_RUN_PROMPTS:
         raise ValidationError({"prompt_selection": f"At most {MAX_RUN_PROMPTS:,} prompts per run: list the ones to use."})
     train = [PromptExample(prompt_id=pk, prompt=messages) for pk, messages in rows]
-    return SplitPrompts(train=train, eval=[], eval_rule="none (evaluate the registered policy on held-out prompts)", prompts={"train": len(train), "eval": 0})
+    return SplitPrompts(train=train, eval=[], eval_rule="no held-out split: evaluate the registered policy on held-out prompts", prompts={"train": len(train), "eval": 0})
 
 
 # --- runs: progress and charts -------------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ def _display(name: str, value) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if value is None:
-        return "auto" if name in ("bf16", "gradient_checkpointing") else "—"
+        return "auto" if name in ("bf16", "gradient_checkpointing", "use_vllm") else "—"
     if isinstance(value, list):
         return ", ".join(str(item) for item in value)
     return str(value)

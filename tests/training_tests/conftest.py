@@ -4,6 +4,8 @@ from annotation.labeling import assignment_next, ranking_item_create, ranking_su
 from annotation.models import Prompt
 from generation.services import model_version_register
 from tests.factories import PromptFactory, user_with_role
+from tests.tiny_models import build_reward_adapter, build_tiny_model_with_other_tokenizer
+from training import services
 
 SMALL_RUN = {"lora_rank": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj", "batch_size": 2, "max_length": 128}
 
@@ -67,3 +69,41 @@ def demonstrated_project(project):
     """12 accepted demonstrations (imported SFT rows), 4 of them on held-out prompts."""
     demonstrate(project)
     return project
+
+
+# --- online runs (GRPO, RLOO) ---------------------------------------------------------------------------------------
+
+ONLINE_RUN = {
+    "lora_rank": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj", "batch_size": 4, "max_length": 128,
+    "max_completion_length": 12, "num_generations": 4, "max_steps": 2,
+}
+
+
+@pytest.fixture(scope="session")
+def reward_adapter(tiny_model, tmp_path_factory):
+    return str(build_reward_adapter(tiny_model, tmp_path_factory.mktemp("online-reward")))
+
+
+@pytest.fixture(scope="session")
+def other_reward_model(tmp_path_factory):
+    base = build_tiny_model_with_other_tokenizer(tmp_path_factory.mktemp("online-other-base"))
+    return str(base), str(build_reward_adapter(base, tmp_path_factory.mktemp("online-other-reward")))
+
+
+@pytest.fixture
+def reward_version(db, tiny_model, reward_adapter):
+    return model_version_register(name="tiny-reward", base_model=tiny_model, adapter_path=reward_adapter, kind="reward")
+
+
+@pytest.fixture
+def prompted_project(project):
+    """8 train prompts and 2 held-out ones."""
+    for n in range(10):
+        split = Prompt.Split.HELDOUT if n >= 8 else Prompt.Split.TRAIN
+        PromptFactory(project=project, split=split, messages=[{"role": "user", "content": f"Say something kind, number {n}."}])
+    return project
+
+
+def launch(project, base, reward, kind="grpo", **overrides):
+    options = {"settings": ONLINE_RUN, **overrides}
+    return services.training_run_create(kind=kind, base_version=base, projects=[project], reward_version=reward, **options)

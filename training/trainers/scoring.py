@@ -22,6 +22,7 @@ class RewardScorer:
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
+        require_score_head(adapter_path)  # first: a missing folder is named as such, not as a bad hub id
         self.torch = torch
         self.device = resolve_device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(adapter_path)
@@ -31,7 +32,6 @@ class RewardScorer:
             if load_in_4bit
             else None
         )
-        require_score_head(adapter_path)
         with _no_missing_head_report():
             model = AutoModelForSequenceClassification.from_pretrained(
                 base_model, num_labels=1, quantization_config=quantization, dtype=torch.float32,
