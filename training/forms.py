@@ -47,7 +47,7 @@ class TrainingRunForm(PairFilterForm, _DemonstrationFilterFields):
     kind = forms.ChoiceField(choices=TrainingRun.Kind.choices, widget=forms.RadioSelect, initial="dpo")
     base_version = forms.ModelChoiceField(
         queryset=ModelVersion.objects.filter(kind=ModelVersion.Kind.POLICY).order_by("-created_at"),
-        to_field_name="name", help_text="A base model or an earlier DPO or SFT round. Its lineage is shown below.",
+        to_field_name="name", help_text="A base model or an earlier DPO, SFT, GRPO or RLOO round. Its lineage is shown below.",
     )
     projects = forms.ModelMultipleChoiceField(queryset=Project.objects.order_by("name"), to_field_name="slug")
     reward_version = forms.ModelChoiceField(
