@@ -14,6 +14,8 @@ tests/tiny_models.py, whose recipe builds the model). What it runs, all on the r
 * reward  - the same for a reward model (sequence classification, the margin in the loss).
 * score   - ``RewardScorer`` (4-bit base + the reward adapter) on 64 conversations. Checked: its device, every
             parameter there, the inputs and the scores computed there.
+* grpo    - ``train_adapter`` of a QLoRA GRPO run (--steps steps, 4 completions of 16 tokens per prompt, transformers
+            generating) against that reward adapter. Checked: its device, 4-bit layers, a finite reward and a KL.
 * gen     - ``TransformersBackend`` with the DPO adapter: 8 prompts x 2 samples x 32 new tokens. Checked likewise.
 
 The tokenizer is --tokenizer DIR, else var/bench/smollm2-tokenizer when saved by an earlier run, else it is read
@@ -25,8 +27,8 @@ package is 93 MB; a GPU machine without it is given that 3.5 MB folder instead.
 
 Steps per second are TRL's own figures for ``train()``; scores and tokens per second are wall time around the calls.
 Peak GPU memory is ``torch.cuda.max_memory_allocated`` over the whole check (0 on a CPU). The last line printed is
-``RESULT device=... bf16=... dpo_steps_per_s=... reward_steps_per_s=... score_per_s=... gen_tokens_per_s=...
-peak_gpu_mem_mb=... ok=1``.
+``RESULT device=... bf16=... dpo_steps_per_s=... reward_steps_per_s=... grpo_steps_per_s=... score_per_s=...
+gen_tokens_per_s=... peak_gpu_mem_mb=... ok=1``.
 """
 
 from __future__ import annotations
@@ -147,6 +149,29 @@ def train(kind: str, model_dir: Path, output_dir: Path, device: str, steps: int)
     return result
 
 
+def grpo(model_dir: Path, reward_dir: Path, output_dir: Path, device: str, steps: int):
+    """A 4-bit QLoRA GRPO run of ``steps`` steps against the reward adapter just trained (transformers generates: the
+    GPU build of vLLM is not on the device machine)."""
+    from training.trainers.data import PromptExample
+    from training.trainers.online import RewardSpec
+    from training.trainers.run import train_adapter
+    from training.trainers.settings import training_settings
+
+    prompts = [PromptExample(e.pair_id, e.prompt) for e in examples()]
+    settings = training_settings("grpo", {**SMALL, "max_steps": steps, "num_generations": 4, "max_completion_length": 16, "use_vllm": False})
+    result = train_adapter(
+        base_model=str(model_dir), train=prompts, settings=settings, output_dir=output_dir, device=device,
+        reward=RewardSpec(str(model_dir), str(reward_dir), load_in_4bit=True),
+    )
+    check(result.summary.get("device") == device, f"grpo trained on {result.summary.get('device')}, not {device}")
+    check(result.steps == steps and result.quantized_layers > 0, f"grpo: {result.steps} steps, {result.quantized_layers} 4-bit layers")
+    reward = result.train_metrics.get("reward", float("nan"))
+    check(math.isfinite(reward) and "kl" in result.train_metrics, f"grpo: reward {reward}, metrics {sorted(result.train_metrics)}")
+    print(f"grpo: {result.steps} steps on {device}, last reward {reward:.4f}, kl {result.train_metrics['kl']:.5f}, "
+          f"{result.summary['train_steps_per_second']:.2f} steps/s")
+    return result
+
+
 def outputs_seen(model, device: str) -> list[bool]:
     """Records, for each forward pass of the transformers model inside a PEFT model (``generate`` calls it directly),
     whether all its input tensors and its logits were on ``device``."""
@@ -214,6 +239,7 @@ def run(args: argparse.Namespace, workdir: Path) -> str:
     dpo = train("dpo", model_dir, workdir / "dpo", device, args.steps)
     reward = train("reward", model_dir, workdir / "reward", device, args.steps)
     score_rate = score(model_dir, reward.adapter_dir, device)
+    online = grpo(model_dir, reward.adapter_dir, workdir / "grpo", device, args.steps)
     gen_rate = generate(model_dir, dpo.adapter_dir, device)
     check("django" not in sys.modules, "Django was imported: the pure modules must run without it")
     fields = {
@@ -221,6 +247,7 @@ def run(args: argparse.Namespace, workdir: Path) -> str:
         "bf16": int(dpo.settings["bf16"]),
         "dpo_steps_per_s": f"{dpo.summary['train_steps_per_second']:.3f}",
         "reward_steps_per_s": f"{reward.summary['train_steps_per_second']:.3f}",
+        "grpo_steps_per_s": f"{online.summary['train_steps_per_second']:.3f}",
         "score_per_s": f"{score_rate:.1f}",
         "gen_tokens_per_s": f"{gen_rate:.1f}",
         "peak_gpu_mem_mb": f"{gpu_allocated_mb(device):.0f}",
