@@ -333,8 +333,13 @@ def lineage(version) -> list[dict]:
         run = version.training_run if version.training_run_id else None
         rows.append({
             "name": version.name,
-            "made_by": f"{run.get_kind_display()} run {run.pk}" if run else ("adapter" if version.adapter_path else "base model"),
+            "made_by": _made_by(run) if run else ("adapter" if version.adapter_path else "base model"),
             "base_model": version.base_model,
         })
         version = version.parent
     return rows
+
+
+def _made_by(run: TrainingRun) -> str:
+    against = f" against {run.reward_version.name}" if run.reward_version_id else ""
+    return f"{run.get_kind_display()} run {run.pk}{against}"

@@ -15,7 +15,7 @@ from rest_framework.authtoken.models import Token
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from tests.training_tests.conftest import ONLINE_RUN, launch
-from training import services
+from training import selectors, services
 from training.models import TrainingMetric, TrainingRun, TrainingSample
 
 pytestmark = pytest.mark.django_db
@@ -115,6 +115,7 @@ def test_an_online_run_in_process_registers_a_policy_with_its_reward_model(promp
     assert set(TrainingMetric.objects.filter(run=run).values_list("name", flat=True)) >= {"reward", "reward_std", "kl", "completions/mean_length"}
     assert TrainingSample.objects.filter(run=run).count() == 8  # 4 per logged step
     assert Path(run.output_dir, "prompts.jsonl").read_text().count("\n") == 8
+    assert selectors.lineage(version)[0]["made_by"] == f"GRPO policy run {run.pk} against tiny-reward"
 
 
 # --- the form and the run page --------------------------------------------------------------------------------------------
