@@ -91,15 +91,22 @@ class TrainingRunForm(PairFilterForm, _DemonstrationFilterFields):
     eval_steps = forms.IntegerField(initial=0, min_value=0, required=False, help_text="Evaluate every N steps; 0: five times per run.")
     bf16 = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto", label="bf16")
     gradient_checkpointing = forms.ChoiceField(choices=AUTO_CHOICES, initial="auto")
-    num_generations = forms.IntegerField(required=False, initial=DEFAULTS.num_generations, min_value=2, help_text="Completions per prompt, compared with each other.")
+    num_generations = forms.IntegerField(
+        required=False, initial=DEFAULTS.num_generations, min_value=2, help_text="Completions per prompt, compared with each other.",
+    )
     max_completion_length = forms.IntegerField(required=False, initial=DEFAULTS.max_completion_length, min_value=1)
     temperature = forms.FloatField(required=False, initial=DEFAULTS.temperature, help_text="Sampling temperature of the completions.")
     max_steps = forms.IntegerField(initial=0, min_value=0, required=False, help_text="0: as many as the epochs take.")
-    reward_weight = forms.FloatField(required=False, initial=DEFAULTS.reward_weight, help_text="The reward model's score is multiplied by this.")
-    length_penalty = forms.FloatField(required=False, 
-        initial=DEFAULTS.length_penalty, min_value=0, help_text="Weight of -(tokens beyond the target) / max completion length; 0: off.",
+    reward_weight = forms.FloatField(
+        required=False, initial=DEFAULTS.reward_weight, help_text="The reward model's score is multiplied by this.",
     )
-    length_target = forms.IntegerField(required=False, initial=DEFAULTS.length_target, min_value=0, help_text="Completion tokens free of the length penalty.")
+    length_penalty = forms.FloatField(
+        required=False, initial=DEFAULTS.length_penalty, min_value=0,
+        help_text="Weight of -(tokens beyond the target) / max completion length; 0: off.",
+    )
+    length_target = forms.IntegerField(
+        required=False, initial=DEFAULTS.length_target, min_value=0, help_text="Completion tokens free of the length penalty.",
+    )
     use_vllm = forms.ChoiceField(
         choices=[("auto", "Automatic (on a GPU where vLLM is installed)"), ("true", "On"), ("false", "Off: transformers")],
         initial="auto", required=False,

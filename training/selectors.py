@@ -126,7 +126,8 @@ def split_prompts(projects: list[Project], selection: PromptSelection) -> SplitP
     if len(rows) > MAX_RUN_PROMPTS:
         raise ValidationError({"prompt_selection": f"At most {MAX_RUN_PROMPTS:,} prompts per run: list the ones to use."})
     train = [PromptExample(prompt_id=pk, prompt=messages) for pk, messages in rows]
-    return SplitPrompts(train=train, eval=[], eval_rule="no held-out split: evaluate the registered policy on held-out prompts", prompts={"train": len(train), "eval": 0})
+    rule = "no held-out split: evaluate the registered policy on held-out prompts"
+    return SplitPrompts(train=train, eval=[], eval_rule=rule, prompts={"train": len(train), "eval": 0})
 
 
 # --- runs: progress and charts -------------------------------------------------------------------------------------
@@ -171,6 +172,7 @@ def runs_with_versions() -> QuerySet[TrainingRun]:
 
 
 # --- online runs ------------------------------------------------------------------------------------------------------
+
 
 def latest_samples(run: TrainingRun) -> list[TrainingSample]:
     """The completions recorded at the run's latest sampled step, best first."""

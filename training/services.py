@@ -45,7 +45,7 @@ from training.models import (
 )
 from training.trainers.data import PreferenceExample, PromptExample, SFTExample, content_hash
 from training.trainers.lengths import LengthReport, length_report, load_tokenizer, measure, too_few_reason, unmeasured_report
-from training.trainers.online import RewardTokenizerError, check_reward_tokenizer
+from training.trainers.online import RewardSpec, RewardTokenizerError, check_reward_tokenizer
 from training.trainers.settings import ONLINE, SettingsError, TrainingSettings, training_settings
 
 VERSION_KIND = {
@@ -361,13 +361,9 @@ def _train(run: TrainingRun):
     return result
 
 
-def _reward_spec(run: TrainingRun):
+def _reward_spec(run: TrainingRun) -> RewardSpec | None:
     """An online run's reward model, loaded as scoring jobs load it (generate_and_score.judge_spec)."""
-    if not run.is_online:
-        return None
-    from training.trainers.online import RewardSpec
-
-    return RewardSpec(**judge_spec(run.reward_version))
+    return RewardSpec(**judge_spec(run.reward_version)) if run.is_online else None
 
 
 def training_base(run: TrainingRun) -> str:

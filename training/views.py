@@ -66,7 +66,7 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
     context = {"lineage": selectors.lineage(base), "check": None, "check_error": "", "oob": measure}
     if measure:
         if not form.is_valid():
-            unit = {TrainingRun.Kind.SFT: "demonstrations", TrainingRun.Kind.GRPO: "prompts", TrainingRun.Kind.RLOO: "prompts"}.get(form.data.get("kind"), "pairs")
+            unit = f"{services.UNIT.get(form.data.get('kind'), 'pair')}s"
             if not form.data.getlist("projects"):
                 context["check_error"] = f"Choose a project to count its {unit}."
             else:

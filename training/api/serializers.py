@@ -13,6 +13,7 @@ from annotation.models import Project
 from annotation.pairs import pair_filter_from
 from generation.models import ModelVersion
 from training import selectors
+from training.services import FILTER_FIELD  # the field holding each kind's selection (the others must be left out)
 from training.models import ScoringJob, TrainingMetric, TrainingRun, TrainingSample
 from training.trainers.settings import (
     DEFAULT_BETA, DEFAULT_LEARNING_RATE, ONLY_FOR, TOO_LONG_CHOICES, SettingsError, TrainingSettings, kinds_of,
@@ -79,11 +80,6 @@ class PromptSelectionField(serializers.DictField):
     """An online run's prompts, validated by training.selectors.prompt_selection_from."""
 
 
-# The field holding each kind's selection (the others must be left out).
-SELECTION_FIELD = {
-    TrainingRun.Kind.DPO: "pair_filter", TrainingRun.Kind.REWARD: "pair_filter", TrainingRun.Kind.SFT: "demonstration_filter",
-    TrainingRun.Kind.GRPO: "prompt_selection", TrainingRun.Kind.RLOO: "prompt_selection",
-}
 
 
 class TrainingRunCreateSerializer(serializers.Serializer):
@@ -116,11 +112,11 @@ class TrainingRunCreateSerializer(serializers.Serializer):
         settings_errors = _settings_errors(attrs["kind"], attrs["settings"])
         if settings_errors:
             errors["settings"] = settings_errors
-        used = SELECTION_FIELD[attrs["kind"]]
+        used = FILTER_FIELD[attrs["kind"]]
         filter_errors = _SELECTION_ERRORS[used](attrs[used])
         if filter_errors:
             errors[used] = filter_errors
-        for other in set(SELECTION_FIELD.values()) - {used}:
+        for other in set(FILTER_FIELD.values()) - {used}:
             if attrs.get(other):
                 errors[other] = [f"Not used by a {attrs['kind']} run: give {used}."]
         if errors:
@@ -131,7 +127,7 @@ class TrainingRunCreateSerializer(serializers.Serializer):
     def selection(values: dict) -> dict:
         """The selection the service takes as ``pair_filter``: the demonstration filter for an SFT run, the prompt
         selection for an online one."""
-        return values[SELECTION_FIELD[values["kind"]]]
+        return values[FILTER_FIELD[values["kind"]]]
 
 
 def _settings_errors(kind: str, data: dict) -> dict[str, list[str]]:
@@ -278,7 +274,7 @@ class TrainingRunSerializer(JobStateSerializer):
 
     @extend_schema_field(PairFilterSerializer(allow_null=True))
     def get_pair_filter(self, run) -> dict | None:
-        return run.pair_filter if SELECTION_FIELD[run.kind] == "pair_filter" else None
+        return run.pair_filter if FILTER_FIELD[run.kind] == "pair_filter" else None
 
     @extend_schema_field(DemonstrationFilterSerializer(allow_null=True))
     def get_demonstration_filter(self, run) -> dict | None:
