@@ -1,4 +1,8 @@
+from io import StringIO
+
 import pytest
+from django.core.management import call_command
+from rest_framework.authtoken.models import Token
 
 from annotation.labeling import assignment_next, ranking_item_create, ranking_submit
 from annotation.models import Prompt
@@ -8,6 +12,44 @@ from tests.tiny_models import build_reward_adapter, build_tiny_model_with_other_
 from training import services
 
 SMALL_RUN = {"lora_rank": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj", "batch_size": 2, "max_length": 128}
+
+
+class Recorder:
+    """A trainer Reporter that keeps what it is told; asks to stop after ``stop_after`` steps."""
+
+    def __init__(self, stop_after: int | None = None):
+        self.total, self.examples, self.stop_after, self.step_ends = None, None, stop_after, 0
+        self.logs: list[tuple[int, str, dict]] = []
+        self.samples: list[tuple[int, list[dict]]] = []
+
+    def prepared(self, examples):
+        self.examples = examples
+
+    def started(self, total_steps):
+        self.total = total_steps
+
+    def logged(self, step, split, metrics):
+        self.logs.append((step, split, metrics))
+
+    def should_stop(self):  # asked at the end of every step
+        self.step_ends += 1
+        return self.step_ends == self.stop_after
+
+    def sampled(self, step, samples):
+        self.samples.append((step, samples))
+
+
+def authenticated(api_client, user):
+    token, _ = Token.objects.get_or_create(user=user)
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return api_client
+
+
+def train(*args) -> str:
+    """``manage.py train`` with these arguments; what it printed."""
+    out = StringIO()
+    call_command("train", *args, stdout=out)
+    return out.getvalue()
 
 
 @pytest.fixture

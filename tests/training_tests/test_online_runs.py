@@ -3,18 +3,16 @@ render a conversation), the browser form, the API and ``manage.py train --kind g
 its charts, sample completions and reward-hacking signs; who may do what."""
 
 import json
-from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 
 from generation.models import ModelVersion
 from generation.services import model_version_register
-from tests.training_tests.conftest import ONLINE_RUN, launch
+from tests.training_tests.conftest import ONLINE_RUN, authenticated, launch, train
 from training import selectors, services
 from training.models import TrainingMetric, TrainingRun, TrainingSample
 
@@ -26,16 +24,8 @@ ONLINE_FLAGS = [
 ]
 
 
-def authenticated(api_client, user):
-    token, _ = Token.objects.get_or_create(user=user)
-    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return api_client
 
 
-def train(*args) -> str:
-    out = StringIO()
-    call_command("train", *args, stdout=out)
-    return out.getvalue()
 
 
 # --- the service -------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from tests.tiny_models import build_other_tokenizer, build_reward_adapter, build_tiny_model_with_other_tokenizer
+from tests.training_tests.conftest import Recorder
 from training.stats import Estimate, reward_hacking_signs
 from training.trainers.data import PromptExample, content_hash, prompt_rows
 from training.trainers.lengths import load_tokenizer, measure
@@ -23,28 +24,6 @@ SMALL = {
 }
 PROMPTS = [PromptExample(i, [{"role": "user", "content": f"Say something kind, number {i}."}]) for i in range(6)]
 
-
-class Recorder:
-    def __init__(self, stop_after: int | None = None):
-        self.total, self.examples, self.stop_after, self.step_ends = None, None, stop_after, 0
-        self.logs: list[tuple[int, str, dict]] = []
-        self.samples: list[tuple[int, list[dict]]] = []
-
-    def prepared(self, examples):
-        self.examples = examples
-
-    def started(self, total_steps):
-        self.total = total_steps
-
-    def logged(self, step, split, metrics):
-        self.logs.append((step, split, metrics))
-
-    def should_stop(self):
-        self.step_ends += 1
-        return self.step_ends == self.stop_after
-
-    def sampled(self, step, samples):
-        self.samples.append((step, samples))
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,13 @@
 """Launching SFT runs: the browser form (the demonstration filter in place of the pair filter), the API (a
 ``demonstration_filter`` object), ``manage.py train --kind sft``; the run page; who may do what."""
 
-from io import StringIO
-
 import pytest
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 
-from tests.training_tests.conftest import SMALL_RUN, demonstrate
+from tests.training_tests.conftest import SMALL_RUN, authenticated, demonstrate, train
 from training import services
 from training.models import TrainingRun
 
@@ -43,16 +40,8 @@ def api_body(project, version, **overrides):
     return {"kind": "sft", "base_version": version.name, "projects": [project.slug], "settings": SMALL_RUN, **overrides}
 
 
-def authenticated(api_client, user):
-    token, _ = Token.objects.get_or_create(user=user)
-    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
-    return api_client
 
 
-def train(*args) -> str:
-    out = StringIO()
-    call_command("train", *args, stdout=out)
-    return out.getvalue()
 
 
 # --- the browser form --------------------------------------------------------------------------------------------
@@ -67,7 +56,8 @@ def test_the_form_shows_the_demonstration_filter_for_sft(client, admin_user, dem
     for name in ("demo_sources", "demo_statuses", "demo_rejection_jobs", "demo_created_from", "demo_created_to", "demo_eval_fraction"):
         assert f'name="{name}"' in page, name
     # DPO's and the reward model's own settings are hidden while another kind is chosen (prefloop.css).
-    assert page.count('data-hide-for="reward sft"') == 3 and page.count('data-hide-for="dpo sft"') == 1
+    assert page.count('data-hide-for="reward sft grpo rloo"') == 2 and page.count('data-hide-for="dpo sft grpo rloo"') == 1
+    assert page.count('data-hide-for="reward sft"') == 1  # beta: DPO's, GRPO's and RLOO's
     css = (settings.BASE_DIR / "static" / "css" / "prefloop.css").read_text()
     assert ".run-form:has(input[name=kind][value=sft]:checked) [data-hide-for~=sft]" in css
 

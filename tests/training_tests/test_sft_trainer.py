@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from tests.training_tests.conftest import Recorder
 from training.trainers.data import PreferenceExample, SFTExample, content_hash, sft_rows
 from training.trainers.settings import SettingsError, training_settings
 
@@ -20,24 +21,6 @@ LONG = [
     for e in DEMONSTRATIONS
 ]
 
-
-class Recorder:
-    def __init__(self, stop_after: int | None = None):
-        self.total, self.examples, self.stop_after, self.step_ends = None, None, stop_after, 0
-        self.logs: list[tuple[int, str, dict]] = []
-
-    def prepared(self, examples):
-        self.examples = examples
-
-    def started(self, total_steps):
-        self.total = total_steps
-
-    def logged(self, step, split, metrics):
-        self.logs.append((step, split, metrics))
-
-    def should_stop(self):
-        self.step_ends += 1
-        return self.step_ends == self.stop_after
 
 
 @pytest.fixture
@@ -70,7 +53,7 @@ def test_sft_settings_default_and_refuse_the_other_kinds_settings():
         assert caught.value.errors == {name: f"Only for {'reward' if name == 'use_margin' else 'dpo, grpo and rloo' if name == 'beta' else 'dpo'} runs."}
     with pytest.raises(SettingsError) as caught:
         training_settings("ppo")
-    assert caught.value.errors == {"kind": "Choose dpo, reward or sft."}
+    assert caught.value.errors == {"kind": "Choose dpo, reward, sft, grpo or rloo."}
 
 
 def test_rows_are_trl_conversational_prompt_completion_and_hashed():

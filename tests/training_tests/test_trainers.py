@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+from tests.training_tests.conftest import Recorder
 from training.trainers.data import PreferenceExample, content_hash, trl_rows
 from training.trainers.settings import (
     DPO_LOSS_TYPES, Device, SettingsError, TrainingSettings, resolved_for_device, training_settings,
@@ -16,27 +17,6 @@ EXAMPLES = [
     for i in range(8)
 ]
 
-
-class Recorder:
-    def __init__(self, stop_after: int | None = None):
-        self.total = None
-        self.logs: list[tuple[int, str, dict]] = []
-        self.stop_after = stop_after
-        self.step_ends = 0
-        self.examples = None
-
-    def prepared(self, examples):
-        self.examples = examples
-
-    def started(self, total_steps):
-        self.total = total_steps
-
-    def logged(self, step, split, metrics):
-        self.logs.append((step, split, metrics))
-
-    def should_stop(self):  # asked at the end of every step
-        self.step_ends += 1
-        return self.step_ends == self.stop_after
 
 
 # --- settings ------------------------------------------------------------------------------------------------------
