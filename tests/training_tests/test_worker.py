@@ -32,7 +32,7 @@ def wait_finished(model, pk, timeout=240):
 
 def test_dpo_run_in_the_worker_then_its_policy_generates(celery_worker, ranked_project, tiny_version):
     run = services.training_run_create(
-        kind="dpo", base_version=tiny_version, projects=[ranked_project], settings={**SMALL_RUN, "epochs": 6}
+        kind="dpo", base_version=tiny_version, projects=[ranked_project], settings={**SMALL_RUN, "epochs": 2}
     )
     # Metrics reach the database while the run is going, not only at the end.
     wait_until(
@@ -41,7 +41,7 @@ def test_dpo_run_in_the_worker_then_its_policy_generates(celery_worker, ranked_p
     )
     run = wait_finished(TrainingRun, run.pk)
     assert run.status == "succeeded", run.error + celery_worker.log[-3000:]
-    assert run.step == run.total_steps == 36 and run.summary["quantized_layers"] > 0
+    assert run.step == run.total_steps == 12 and run.summary["quantized_layers"] > 0
     version = run.model_version
     assert version.kind == "policy" and version.parent == tiny_version
 
