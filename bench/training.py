@@ -402,7 +402,16 @@ def worker_win_rate(spec: dict) -> dict:
         raise BenchError(f"the evaluation's first version is {pair['a']}, expected {policy.name}")
     return {"win_rate": pair["win_rate"], "wins": pair["wins"], "ties": pair["ties"], "losses": pair["losses"],
             "versions": evaluation.results["versions"], "prompts": evaluation.prompts.count(), "execute_s": time.perf_counter() - started,
-            "base": policy.parent.name}
+            "base": policy.parent.name, "identical": identical_responses(evaluation)}
+
+
+def identical_responses(evaluation) -> int:
+    """How many of the policy's responses are the very text its base gave (same prompt, same sample number): with
+    the same sampling seed, a policy that barely moved samples the same tokens, and the judge calls it a tie."""
+    texts: dict[tuple, set] = {}
+    for prompt, sample, text in evaluation.responses.values_list("eval_prompt_id", "sample", "text"):
+        texts.setdefault((prompt, sample), set()).add(text)
+    return sum(1 for distinct in texts.values() if len(distinct) == 1)
 
 
 def worker_bare(spec: dict) -> dict:
@@ -859,7 +868,7 @@ def win_rate_fields(win_rate: dict | None) -> dict:
     print(f"win rate of {win_rate['versions'][0]['name']} against its base {win_rate['base']} (judge: the bench's reward model, "
           f"{win_rate['prompts']} held-out prompts x {WIN_RATE_SAMPLES} responses): {formatted(estimate['value'], '.3f')}, 95% interval "
           f"[{formatted(estimate['low'], '.3f')}, {formatted(estimate['high'], '.3f')}] ({win_rate['wins']} wins, {win_rate['ties']} ties, "
-          f"{win_rate['losses']} losses); mean reward {rewards}")
+          f"{win_rate['losses']} losses; {win_rate['identical']} of the policy's responses identical to the base's); mean reward {rewards}")
     return {key: formatted(estimate[name], ".3f") for key, name in
             (("win_rate", "value"), ("win_rate_low", "low"), ("win_rate_high", "high"))}
 
