@@ -101,7 +101,7 @@ used meanwhile; compare runs only with similar calibration times.
 
     .venv/bin/python bench/training.py                     # 16 train + 4 eval pairs, batch 4, max_length 256: 2-5 min
     .venv/bin/python bench/training.py --kind sft          # the same with 16 + 4 demonstrations and SFTTrainer
-    .venv/bin/python bench/training.py --kind grpo         # 8 train + 8 held-out prompts, 2 steps, then the win rate
+    .venv/bin/python bench/training.py --kind grpo         # 8 train + 8 held-out prompts, 2 steps, the win rate: 5-10 min
     .venv/bin/python bench/training.py --kind rloo --no-win-rate
     .venv/bin/python bench/training.py --pairs 64 --batch-size 8 --max-length 512 --repeats 3 --skip-defaults
 
