@@ -22,9 +22,9 @@ class RewardScorer:
         from peft import PeftModel
         from transformers import AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig
 
-        require_score_head(adapter_path)  # first: a missing folder is named as such, not as a bad hub id
         self.torch = torch
         self.device = resolve_device(device)
+        require_score_head(adapter_path)  # before the tokenizer: a missing folder is named as such, not as a bad hub id
         self.tokenizer = AutoTokenizer.from_pretrained(adapter_path)
         self.tokenizer.pad_token = self.tokenizer.pad_token or self.tokenizer.eos_token
         quantization = (
