@@ -52,7 +52,8 @@ def test_a_labeler_writes_answers_with_the_keyboard_alone(page, live_server, out
     assert demonstration.text == "Simmer it for 8 minutes.\nThen cool it in cold water."
     assert (demonstration.source, demonstration.status, demonstration.prompt_id) == ("written", "pending", first.pk)
     assert demonstration.time_spent_ms > 0
-    assert active_element(page)["name"] == "text"
+    # The next prompt's box takes the cursor once htmx has settled the swap (just after the new prompt is in the page).
+    page.wait_for_function("() => document.activeElement && document.activeElement.name === 'text'", timeout=5_000)
 
     # Esc leaves the box, S skips the prompt; nothing is left then.
     page.keyboard.press("Escape")
@@ -89,7 +90,7 @@ def test_a_labeler_ranks_then_edits_the_best_response_and_submits_with_enter(pag
     assert f"Saved: {' > '.join(order)}" in page.inner_text(".flash.success")
     assert page.input_value("textarea[name=text]") == original.text == texts[3]
     assert f"Rewrite response {best}" in page.inner_text(".edit-pane header")
-    assert active_element(page)["name"] == "text"
+    page.wait_for_function("() => document.activeElement && document.activeElement.name === 'text'", timeout=5_000)
     assert MODEL_NAME not in page.content()
     page.keyboard.type(" That is why sunsets look red.")
     page.keyboard.press("Control+Home")
