@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.tiny_models import build_other_tokenizer, build_reward_adapter, build_tiny_model_with_other_tokenizer
-from tests.training_tests.conftest import Recorder
+from tests.tiny_models import build_other_tokenizer
+from tests.training_tests.conftest import ONLINE_RUN, Recorder
 from training.stats import Estimate, reward_hacking_signs
 from training.trainers.data import PromptExample, content_hash, prompt_rows
 from training.trainers.lengths import load_tokenizer, measure
@@ -18,24 +18,8 @@ from training.trainers.run import NoUsableExamples, train_adapter
 from training.trainers.scoring import RewardScorer
 from training.trainers.settings import SettingsError, training_settings
 
-SMALL = {
-    "lora_rank": 8, "lora_alpha": 16, "target_modules": "q_proj,v_proj", "batch_size": 4, "max_length": 128,
-    "max_completion_length": 12, "num_generations": 4, "max_steps": 2,
-}
+SMALL = ONLINE_RUN
 PROMPTS = [PromptExample(i, [{"role": "user", "content": f"Say something kind, number {i}."}]) for i in range(6)]
-
-
-
-@pytest.fixture(scope="module")
-def reward_adapter(tiny_model, tmp_path_factory):
-    return str(build_reward_adapter(tiny_model, tmp_path_factory.mktemp("reward")))
-
-
-@pytest.fixture(scope="module")
-def other_reward(tmp_path_factory):
-    """A reward model over another tokenizer (its base, and its adapter folder)."""
-    base = build_tiny_model_with_other_tokenizer(tmp_path_factory.mktemp("other-base"))
-    return str(base), str(build_reward_adapter(base, tmp_path_factory.mktemp("other-reward")))
 
 
 # --- settings ---------------------------------------------------------------------------------------------------------
@@ -97,10 +81,10 @@ def test_reward_hacking_signs():
     assert reward_hacking_signs(rising, [20] * 9, [0] * 9, Estimate(0.45, 0.3, 0.6, 40)) == []  # could be chance
 
 
-def test_the_reward_tokenizer_check(tiny_model, other_reward, tmp_path):
+def test_the_reward_tokenizer_check(tiny_model, other_reward_model, tmp_path):
     policy = load_tokenizer(tiny_model)
     assert check_reward_tokenizer(policy, load_tokenizer(tiny_model)) == "same"
-    assert check_reward_tokenizer(policy, load_tokenizer(other_reward[1])) == "re-tokenized"
+    assert check_reward_tokenizer(policy, load_tokenizer(other_reward_model[1])) == "re-tokenized"
     bare = load_tokenizer(str(build_other_tokenizer(tmp_path / "bare")))
     bare.chat_template = None
     with pytest.raises(RewardTokenizerError, match="no chat template"):
@@ -154,8 +138,8 @@ def test_online_steps_in_4_bits_against_the_reward_model(kind, tiny_model, rewar
 
 
 @pytest.mark.slow
-def test_a_reward_model_with_another_tokenizer_scores_the_decoded_text(tiny_model, other_reward, tmp_path):
-    base, adapter = other_reward
+def test_a_reward_model_with_another_tokenizer_scores_the_decoded_text(tiny_model, other_reward_model, tmp_path):
+    base, adapter = other_reward_model
     recorder = Recorder()
     result = train_adapter(
         base_model=tiny_model, train=PROMPTS, settings=training_settings("grpo", {**SMALL, "max_steps": 1}), output_dir=tmp_path,
