@@ -155,12 +155,7 @@ class TrainingRunMetrics(generics.ListAPIView):
             metrics = metrics.filter(split=params["split"])
         if params.get("name"):
             metrics = metrics.filter(name=params["name"])
-        if after_step := params.get("after_step"):
-            if not after_step.isdecimal():
-                raise serializers.ValidationError({"after_step": "Give a whole number."})
-            step = int64(after_step)  # None: past any step a run can log
-            metrics = metrics.filter(step__gt=step) if step is not None else metrics.none()
-        return metrics
+        return after_step(metrics, params)
 
 
 @extend_schema_view(
@@ -179,13 +174,18 @@ class TrainingRunSamples(generics.ListAPIView):
 
     def get_queryset(self):
         run = get_object_or_404(TrainingRun, pk=self.kwargs["pk"])
-        samples = TrainingSample.objects.filter(run=run).order_by("-step", "-reward", "id")
-        if after_step := self.request.query_params.get("after_step"):
-            if not after_step.isdecimal():
-                raise serializers.ValidationError({"after_step": "Give a whole number."})
-            step = int64(after_step)
-            samples = samples.filter(step__gt=step) if step is not None else samples.none()
-        return samples
+        return after_step(TrainingSample.objects.filter(run=run).order_by("-step", "-reward", "id"), self.request.query_params)
+
+
+def after_step(rows, params):
+    """Only the rows of steps after the ``after_step`` parameter, when given (a client polling for new rows)."""
+    value = params.get("after_step")
+    if not value:
+        return rows
+    if not value.isdecimal():
+        raise serializers.ValidationError({"after_step": "Give a whole number."})
+    step = int64(value)  # None: past any step a run can log
+    return rows.filter(step__gt=step) if step is not None else rows.none()
 
 
 # --- scoring jobs --------------------------------------------------------------------------------------------------
