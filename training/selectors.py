@@ -180,19 +180,18 @@ def latest_samples(run: TrainingRun) -> list[TrainingSample]:
     return [] if step is None else list(run.samples.filter(step=step).order_by("-reward", "id"))
 
 
-def reward_hacking_signs(run: TrainingRun) -> list[str]:
-    """training.stats.reward_hacking_signs over the run's logged series and, once its policy was evaluated against
-    its base by a judge, the judge's held-out win rate."""
+def reward_hacking_signs(run: TrainingRun, series: dict) -> list[str]:
+    """training.stats.reward_hacking_signs over the run's logged training series (``series``: run_series([run]), read
+    once for the charts too) and, once its policy was evaluated against its base by a judge, the judge's held-out
+    win rate."""
     if not run.is_online:
         return []
-    values: dict[str, list[float]] = {}
-    rows = TrainingMetric.objects.filter(
-        run=run, split=TrainingMetric.Split.TRAIN, name__in=("reward", "completions/mean_length", "completions/clipped_ratio")
-    ).order_by("step", "id")
-    for name, value in rows.values_list("name", "value"):
-        values.setdefault(name, []).append(value)
+
+    def values(name: str) -> list[float]:
+        return [value for _, value in series.get(name, {}).get((run.pk, TrainingMetric.Split.TRAIN), [])]
+
     return stats.reward_hacking_signs(
-        values.get("reward", []), values.get("completions/mean_length", []), values.get("completions/clipped_ratio", []),
+        values("reward"), values("completions/mean_length"), values("completions/clipped_ratio"),
         judge_win_rate=judge_win_rate_over_base(run),
     )
 

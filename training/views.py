@@ -89,14 +89,15 @@ def _check_context(form: TrainingRunForm, *, measure: bool) -> dict:
 @require(EXPLORE)
 def run_detail(request, run_id):
     run = get_object_or_404(selectors.runs_with_versions(), pk=run_id)
+    series = selectors.run_series([run])
     context = {
         "run": run,
         "progress": selectors.run_progress(run),
         "headline": selectors.run_headline(run),
-        "charts": charts.run_charts(selectors.CHARTS[run.kind], selectors.run_series([run]), {run.pk: ""}),
+        "charts": charts.run_charts(selectors.CHARTS[run.kind], series, {run.pk: ""}),
         # Online runs: what the policy writes and what the reward model gives it (admins only), and warnings.
         "samples": selectors.latest_samples(run) if run.is_online and can_manage(request.user) else [],
-        "hacking_signs": selectors.reward_hacking_signs(run),
+        "hacking_signs": selectors.reward_hacking_signs(run, series),
         "settings_rows": selectors.settings_display(run.config),
         "filter_rows": selectors.settings_display(run.pair_filter),
     }

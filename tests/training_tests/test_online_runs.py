@@ -234,13 +234,13 @@ def test_train_grpo_with_a_judge_and_its_refusals(prompted_project, tiny_version
 
 def test_a_judge_preferring_the_base_on_held_out_prompts_is_a_sign(prompted_project, tiny_version, reward_version):
     from training.models import Evaluation, EvaluationModel
-    from training.selectors import judge_win_rate_over_base, reward_hacking_signs
+    from training.selectors import judge_win_rate_over_base, reward_hacking_signs, run_series
 
     run = launch(prompted_project, tiny_version, reward_version)
     policy = ModelVersion.objects.create(name="tiny-grpo", base_model=tiny_version.base_model, parent=tiny_version, training_run=run)
     for step in range(1, 7):
         TrainingMetric.objects.create(run=run, step=step, split="train", name="reward", value=step)
-    assert judge_win_rate_over_base(run) is None and reward_hacking_signs(run) == []
+    assert judge_win_rate_over_base(run) is None and reward_hacking_signs(run, run_series([run])) == []
     # The evaluation's columns are base first: its win rate is the base's, turned round for the policy.
     evaluation = Evaluation.objects.create(
         project=prompted_project, judge=reward_version, status="succeeded",
@@ -250,5 +250,5 @@ def test_a_judge_preferring_the_base_on_held_out_prompts_is_a_sign(prompted_proj
         EvaluationModel.objects.create(evaluation=evaluation, model_version=version, position=position)
     rate = judge_win_rate_over_base(TrainingRun.objects.get(pk=run.pk))
     assert (rate.value, rate.low, rate.high, rate.count) == pytest.approx((0.2, 0.1, 0.35, 30))
-    (sign,) = reward_hacking_signs(TrainingRun.objects.get(pk=run.pk))
+    (sign,) = reward_hacking_signs(TrainingRun.objects.get(pk=run.pk), run_series([run]))
     assert "the judge prefers the base: win rate 0.20 [0.10, 0.35] over 30 prompts" in sign
