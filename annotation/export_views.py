@@ -1,7 +1,5 @@
 """Export pages: researchers and admins request a dataset, follow a large one, download it with its card."""
 
-from pathlib import Path
-
 from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -9,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from annotation import exports
 from annotation.forms import ExportForm, SFTExportForm
 from annotation.models import Export, Project
+from config.artifacts import ArtifactNotFound
 from annotation.roles import EXPLORE, require
 from config.web import add_validation_errors
 
@@ -73,7 +72,8 @@ def export_detail(request, export_id):
 @require(EXPLORE)
 def export_download(request, export_id, part):
     export = get_object_or_404(Export, pk=export_id, status=Export.Status.SUCCEEDED)
-    path = Path(export.card_path if part == "card" else export.data_path)
-    if not path.is_file():
-        raise Http404("The export's file is gone from the data directory.")
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
+    try:
+        stream, name = exports.export_file(export, part)
+    except ArtifactNotFound:
+        raise Http404("The export's file is gone from the artifact store.") from None
+    return FileResponse(stream, as_attachment=True, filename=name)

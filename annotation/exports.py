@@ -1,10 +1,12 @@
 """Export requests from the browser and the API: small ones are written at once, large ones by a background job
-(the `default` queue) that reports its progress. Files live in $PREFLOOP_DATA_DIR/exports/<id>/."""
+(the `default` queue) that reports its progress. Files are written in $PREFLOOP_DATA_DIR/exports/<id>/ and kept in
+the artifact store under exports/<id>/ (config/artifacts.py), from where downloads stream."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -15,6 +17,7 @@ from annotation.demonstrations import EXPORT_FORMATS, demonstration_filter_from,
 from annotation.exporting import FORMATS, SUFFIX, export_write, selected_rankings, sft_export_write
 from annotation.models import Export, Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
+from config import artifacts
 from config.jobs import job_dispatch_on_commit, job_update, run_job
 
 SYNC_ROWS = 20_000  # at most this many rows: written during the request (a few seconds at most)
@@ -91,7 +94,19 @@ def _write(export: Export) -> dict:
     download = result.data_path
     if download.is_dir():
         download = Path(shutil.make_archive(str(download), "zip", root_dir=download.parent, base_dir=download.name))
+    size = download.stat().st_size
+    stored = artifacts.publish(folder, f"exports/{export.pk}")
+    if artifacts.is_remote(stored):
+        shutil.rmtree(folder)  # the store keeps it; this machine's copy would only fill its disk
     return {
-        "rows_done": result.rows, "data_path": str(download), "card_path": str(result.card_path),
-        "size_bytes": download.stat().st_size, "sha256": result.sha256,
+        "rows_done": result.rows, "data_path": artifacts.join(stored, download.relative_to(folder).as_posix()),
+        "card_path": artifacts.join(stored, result.card_path.relative_to(folder).as_posix()), "size_bytes": size,
+        "sha256": result.sha256,
     }
+
+
+def export_file(export: Export, part: str) -> tuple[BinaryIO, str]:
+    """A finished export's data file or its card ("card"), opened for streaming from the artifact store, and its
+    name; ArtifactNotFound when it is gone."""
+    uri = export.card_path if part == "card" else export.data_path
+    return artifacts.open_file(uri), artifacts.file_name(uri)

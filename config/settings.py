@@ -33,6 +33,18 @@ ARTIFACTS_DIR = DATA_DIR / "artifacts"
 EXPORTS_DIR = DATA_DIR / "exports"
 IMPORTS_DIR = DATA_DIR / "imports"  # uploads waiting for their background import (deleted when it ends)
 
+
+def _artifacts_url(value: str) -> str:
+    """Where models, adapters, run folders and exports are kept (config/artifacts.py): a local folder, by default
+    the data directory, or an object store URI (s3://bucket/prefix) that every machine of a deployment reaches."""
+    value = value.removeprefix("file://")
+    return value.rstrip("/") if "://" in value else str(Path(value).expanduser().resolve())
+
+
+ARTIFACTS_URL = _artifacts_url(os.environ.get("PREFLOOP_ARTIFACTS_URL") or str(DATA_DIR))
+# This machine's copies of what it read from a remote store, by content hash: local to each machine, never shared.
+ARTIFACTS_CACHE_DIR = Path(os.environ.get("PREFLOOP_CACHE_DIR") or DATA_DIR / "cache").resolve()
+
 DEBUG = env_bool("PREFLOOP_DEBUG")
 
 

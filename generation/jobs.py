@@ -28,6 +28,7 @@ from django.db.models import Count, QuerySet
 from annotation.importing import content_hash
 from annotation.labeling import ranking_item_create
 from annotation.models import Project, Prompt
+from config import artifacts
 from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.backends.base import BatchProgress, Generation, ModelSpec, PromptRequest, Sampling, auto_choice, open_backend
 from generation.models import Candidate, GenerationJob, GenerationJobModel, ModelVersion
@@ -37,6 +38,12 @@ MAX_NEW_TOKENS = 4096
 MAX_SEED = 2**31 - 1  # a C int for every sampler; top-up rounds add 1000 per round and stay below 2**32
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 16, 200
 PROGRESS_WRITE_SECONDS = 1.5  # in-batch progress: at most one write (and one cancel check) this often
+
+
+def model_spec(version: ModelVersion) -> ModelSpec:
+    """Where this worker loads a model version from: its base and adapter as registered, or, where they live in a
+    remote artifact store, this machine's cached copies (downloaded first when missing)."""
+    return ModelSpec(artifacts.local_copy(version.base_model), artifacts.local_copy(version.adapter_path))
 
 
 @dataclass(frozen=True)
@@ -183,7 +190,7 @@ class _JobRun:
     def _generate(self, entry: GenerationJobModel) -> None:
         version = entry.model_version
         started = time.monotonic()
-        backend = open_backend(self.job.backend, ModelSpec(version.base_model, version.adapter_path))
+        backend = open_backend(self.job.backend, model_spec(version))
         job_update(
             self.job, load_seconds=self.job.load_seconds + time.monotonic() - started, device=backend.device,
             backend_used=backend.name, backend_reason=self._why(backend),

@@ -3,6 +3,7 @@ from rest_framework.test import APIClient
 
 from annotation.roles import ADMIN, LABELER, RESEARCHER
 from tests.factories import ProjectFactory, user_with_role
+from tests.s3_server import s3_server, s3_store  # noqa: F401 - fixtures for the artifact store tests
 from tests.tiny_models import build_lora_adapter, build_tiny_model
 
 

@@ -20,8 +20,8 @@ from django.db.models import QuerySet
 
 from annotation.models import Project, Prompt
 from config.jobs import Job, job_update, stop_if_cancelled
-from generation.backends.base import BatchProgress, Generation, ModelSpec, PromptRequest, Sampling, open_backend
-from generation.jobs import MAX_SELECTED_IDS, PROGRESS_WRITE_SECONDS
+from generation.backends.base import BatchProgress, Generation, PromptRequest, Sampling, open_backend
+from generation.jobs import MAX_SELECTED_IDS, PROGRESS_WRITE_SECONDS, model_spec
 from generation.models import ModelVersion
 
 SCORE_BATCH = 16
@@ -70,7 +70,7 @@ def generate(
     """Have ``version`` answer ``requests`` with the job's backend; each batch's responses are saved as it comes
     (``make_row(generation, sample)``, the sample numbered from 0 per prompt) and counted in ``work_done``."""
     started = time.monotonic()
-    backend = open_backend(job.backend, ModelSpec(version.base_model, version.adapter_path))
+    backend = open_backend(job.backend, model_spec(version))
     job_update(job, load_seconds=job.load_seconds + time.monotonic() - started, device=backend.device)
     progress = _InBatch(job)
     try:
@@ -106,10 +106,12 @@ class _InBatch:
 
 
 def judge_spec(judge: ModelVersion) -> dict:
-    """How every job loads a reward model (RewardScorer's arguments): its base, its adapter, and 4 bits when it was
-    trained in 4 bits. Scoring jobs, evaluations, rejection sampling and online runs all score alike."""
+    """How every job loads a reward model (RewardScorer's arguments): its base, its adapter (local copies, see
+    ``model_spec``), and 4 bits when it was trained in 4 bits. Scoring jobs, evaluations, rejection sampling and online
+    runs all score alike."""
+    spec = model_spec(judge)
     return {
-        "base_model": judge.base_model, "adapter_path": judge.adapter_path,
+        "base_model": spec.base_model, "adapter_path": spec.adapter_path,
         "load_in_4bit": bool(judge.config.get("training", {}).get("load_in_4bit", False)),
     }
 

@@ -35,7 +35,9 @@ from django.utils import timezone
 from annotation.demonstrations import DemonstrationFilter, demonstration_filter_from, selected_demonstrations
 from annotation.models import Project
 from annotation.pairs import PairFilter, pair_filter_from, selected_pairs
+from config import artifacts
 from config.jobs import JobCancelled, cancel_was_requested, job_dispatch_on_commit, job_update, run_job
+from generation.jobs import model_spec
 from generation.models import ModelVersion
 from generation.services import model_version_register
 from training import selectors
@@ -142,7 +144,7 @@ def training_run_check(
         raise ValidationError({FILTER_FIELD[kind]: reason})
     check = RunCheck(settings=checked, selection=selection, split=split, lengths=None)
     try:
-        tokenizer = load_tokenizer(base_version.base_model, local_only=True)
+        tokenizer = load_tokenizer(artifacts.local_copy(base_version.base_model, weights=False), local_only=True)
     except Exception as exc:  # noqa: BLE001 - a hub id not downloaded here, or a broken folder: the worker checks again
         check.tokenizer_error = (
             f"The tokenizer of {base_version.base_model} is not available here ({type(exc).__name__}), so the lengths are "
@@ -180,7 +182,7 @@ def _check_reward_tokenizer(check: RunCheck, policy_tokenizer, reward_version: M
     """Whether the reward model reads the policy's tokens or re-tokenizes the text, refused when it cannot render a
     conversation; left to the worker when its tokenizer is not readable here."""
     try:
-        reward_tokenizer = load_tokenizer(reward_version.adapter_path, local_only=True)
+        reward_tokenizer = load_tokenizer(artifacts.local_copy(reward_version.adapter_path, weights=False), local_only=True)
     except Exception:  # noqa: BLE001 - the worker loads it again and fails the run with the reason
         return
     try:
@@ -321,7 +323,12 @@ def _rejection_jobs(counts: dict[int, int]) -> list[dict]:
 
 
 def run_directory(run: TrainingRun) -> Path:
+    """The run's work folder on the worker that trains it; published to the artifact store when it ends."""
     return settings.ARTIFACTS_DIR / "training-runs" / str(run.pk)
+
+
+def run_store_key(run: TrainingRun) -> str:
+    return f"artifacts/training-runs/{run.pk}"
 
 
 def training_run_execute(run_id: int) -> TrainingRun:
@@ -335,8 +342,8 @@ def _train(run: TrainingRun):
     from training.trainers.run import train_adapter, training_device
 
     device = training_device()
-    job_update(run, output_dir=str(run_directory(run)), device=device)
-    folder = Path(run.output_dir)
+    folder = run_directory(run)
+    job_update(run, output_dir=str(folder), device=device)
     if folder.exists():
         shutil.rmtree(folder)  # a leftover of an earlier attempt with the same id (a reused test database)
     folder.mkdir(parents=True)
@@ -344,8 +351,11 @@ def _train(run: TrainingRun):
     _write_dataset(folder, run, train, eval)
     base, base_model = run.base_version, training_base(run)
     if base.adapter_path:
-        merge_adapter(base_model=base.base_model, adapter_path=base.adapter_path, output_dir=Path(base_model))
-    job_update(run, summary={"base_model": base_model})
+        parent = model_spec(base)
+        merge_adapter(base_model=parent.base_model, adapter_path=parent.adapter_path, output_dir=Path(base_model))
+    else:
+        base_model = model_spec(base).base_model
+    job_update(run, summary={"base_model": training_base(run)})
     result = train_adapter(
         base_model=base_model,
         train=train,
@@ -356,9 +366,16 @@ def _train(run: TrainingRun):
         device=device,
         reward=_reward_spec(run),
     )
+    _publish_run_folder(run, folder)
     if result.stopped_early:
-        raise JobCancelled(summary=_summary(result))
+        raise JobCancelled(summary=_summary(run, result))
     return result
+
+
+def _publish_run_folder(run: TrainingRun, folder: Path) -> None:
+    """The adapter, the data and the merged base go to the artifact store, where every worker reads them; the run
+    records their URI from now on."""
+    job_update(run, output_dir=artifacts.publish(folder, run_store_key(run)))
 
 
 def _reward_spec(run: TrainingRun) -> RewardSpec | None:
@@ -369,7 +386,7 @@ def _reward_spec(run: TrainingRun) -> RewardSpec | None:
 def training_base(run: TrainingRun) -> str:
     """The weights a run trains on: its base version's, merged with that version's adapter in the run folder."""
     base = run.base_version
-    return str(Path(run.output_dir) / "base") if base.adapter_path else base.base_model
+    return artifacts.join(run.output_dir, "base") if base.adapter_path else base.base_model
 
 
 def run_examples(run: TrainingRun) -> tuple[list[PreferenceExample], list[PreferenceExample]] | tuple[list[SFTExample], list[SFTExample]]:
@@ -475,15 +492,20 @@ def pairs_used(run: TrainingRun) -> dict | None:
     return {"train": run.train_pairs_used, "eval": run.eval_pairs_used, "truncated": run.pairs_truncated, "dropped": run.pairs_dropped}
 
 
-def _summary(result) -> dict:
+def _summary(run: TrainingRun, result) -> dict:
     return {
         **result.summary,
         "steps": result.steps,
         "examples": result.examples,
         "quantized_layers": result.quantized_layers,
         "settings": result.settings,
-        "adapter_dir": str(result.adapter_dir),
+        "adapter_dir": run_adapter(run, result),
     }
+
+
+def run_adapter(run: TrainingRun, result) -> str:
+    """The URI of the adapter a run trained, in the artifact store."""
+    return artifacts.join(run.output_dir, Path(result.adapter_dir).relative_to(run_directory(run)).as_posix())
 
 
 def _register(run: TrainingRun, result) -> dict:
@@ -494,7 +516,7 @@ def _register(run: TrainingRun, result) -> dict:
     model_version_register(
         name=f"{base.name[:70]}-{run.kind}-run{run.pk}",
         base_model=base_model,
-        adapter_path=str(result.adapter_dir),
+        adapter_path=run_adapter(run, result),
         kind=VERSION_KIND[run.kind],
         parent=base,
         notes=f"Trained by run {run.pk} ({run.get_kind_display()}) on {result.examples['train']} {run.trains_on}{against}"
@@ -504,4 +526,4 @@ def _register(run: TrainingRun, result) -> dict:
         training_run=run,
         created_by=run.requested_by,
     )
-    return {"summary": {**_summary(result), "base_model": base_model}}
+    return {"summary": {**_summary(run, result), "base_model": base_model}}

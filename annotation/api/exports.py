@@ -16,6 +16,7 @@ from annotation import exports
 from annotation.api.jobs import JOB_STATE_FIELDS, JobStateSerializer
 from annotation.api.serializers import DemonstrationFilterField, DemonstrationFilterSerializer, PairFilterField, PairFilterSerializer
 from annotation.models import Export, Project
+from config.artifacts import ArtifactNotFound
 from config.api import error_responses
 
 
@@ -127,8 +128,9 @@ class ExportDownload(APIView):
     )
     def get(self, request, pk):
         export = get_object_or_404(Export, pk=pk, status=Export.Status.SUCCEEDED)
-        path = Path(export.card_path if self.part == "card" else export.data_path)
-        if not path.is_file():
-            raise Http404
-        content_type = _CONTENT_TYPES.get(path.suffix, "application/octet-stream")
-        return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type=content_type)
+        try:
+            stream, name = exports.export_file(export, self.part)
+        except ArtifactNotFound:
+            raise Http404 from None
+        content_type = _CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+        return FileResponse(stream, as_attachment=True, filename=name, content_type=content_type)

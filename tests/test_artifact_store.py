@@ -1,0 +1,106 @@
+"""The artifact store (config/artifacts.py) on a local folder and on a real S3-compatible server (moto's standalone
+server, see tests/s3_server.py): publishing, the content-hash cache, streaming, and the registry's checks."""
+
+import os
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ValidationError
+
+from config import artifacts
+from generation.services import model_version_register
+
+
+def a_model_folder(root: Path, weights: bytes = b"\x00" * 4096) -> Path:
+    folder = root / "model"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "config.json").write_text('{"model_type": "llama"}')
+    (folder / "tokenizer.json").write_text('{"version": "1.0"}')
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "sub" / "extra.txt").write_text("nested")
+    return folder
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != artifacts.CACHE_MARKER}
+
+
+def test_the_default_store_is_the_data_directory_and_publishing_there_copies_nothing(settings, tmp_path):
+    assert settings.ARTIFACTS_URL == str(settings.DATA_DIR)
+    settings.ARTIFACTS_URL = str(tmp_path / "store")
+    work = tmp_path / "store" / "artifacts" / "x"
+    folder = a_model_folder(work)
+    uri = artifacts.publish(folder, "artifacts/x/model")
+    assert uri == str(folder) and artifacts.local_copy(uri) == uri
+    # From another local folder, it is copied (a shared NFS folder as the store).
+    other = a_model_folder(tmp_path / "elsewhere")
+    uri = artifacts.publish(other, "models/m")
+    assert uri == str(tmp_path / "store" / "models" / "m") and tree(Path(uri)) == tree(other)
+    assert artifacts.local_copy("HuggingFaceTB/SmolLM2-135M-Instruct") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_s3_publish_then_fetch_into_the_cache_once(s3_store, settings, tmp_path):
+    folder = a_model_folder(tmp_path)
+    uri = artifacts.publish(folder, "models/m")
+    assert uri == f"{s3_store.url}/models/m"
+    assert s3_store.keys() == [f"prefloop/models/m/{name}" for name in ("config.json", "model.safetensors", "sub/extra.txt", "tokenizer.json")]
+
+    first = artifacts.cached(uri)
+    assert first.downloaded and first.files == 4 and first.path.parent == settings.ARTIFACTS_CACHE_DIR
+    assert tree(first.path) == tree(folder)
+    again = artifacts.cached(uri)
+    assert not again.downloaded and again.path == first.path
+    # The same bytes under another key are the same cache entry: the hash is of the content, not the name.
+    copy = artifacts.publish(folder, "artifacts/elsewhere")
+    assert artifacts.cached(copy).path == first.path and not artifacts.cached(copy).downloaded
+    assert artifacts.local_copy(uri) == str(first.path)
+
+    # New bytes: a new entry, downloaded.
+    (folder / "model.safetensors").write_bytes(b"\x01" * 4096)
+    artifacts.publish(folder, "models/m")
+    changed = artifacts.cached(uri)
+    assert changed.downloaded and changed.path != first.path and (changed.path / "model.safetensors").read_bytes() == b"\x01" * 4096
+
+    # Tokenizer and configuration only: no weights.
+    light = Path(artifacts.local_copy(uri, weights=False))
+    assert sorted(tree(light)) == ["config.json", "sub/extra.txt", "tokenizer.json"]
+
+
+def test_a_cache_entry_left_half_written_is_downloaded_again(s3_store, settings, tmp_path):
+    uri = artifacts.publish(a_model_folder(tmp_path), "models/m")
+    entry = artifacts.cached(uri).path
+    (entry / artifacts.CACHE_MARKER).unlink()  # as if its writer died before the rename
+    (entry / "config.json").write_text("garbage")
+    fresh = artifacts.cached(uri)
+    assert fresh.downloaded and fresh.path == entry and (entry / "config.json").read_text() == '{"model_type": "llama"}'
+    assert not [p for p in settings.ARTIFACTS_CACHE_DIR.iterdir() if p.name.startswith(".partial-")]
+
+
+def test_s3_files_stream_and_missing_ones_say_so(s3_store, tmp_path):
+    data = tmp_path / "exports" / "7"
+    data.mkdir(parents=True)
+    (data / "rows.jsonl").write_bytes(os.urandom(300_000))
+    uri = artifacts.publish(data, "exports/7")
+    with artifacts.open_file(artifacts.join(uri, "rows.jsonl")) as stream:
+        assert stream.read() == (data / "rows.jsonl").read_bytes()
+    single = artifacts.cached(artifacts.join(uri, "rows.jsonl"))
+    assert single.path.name == "rows.jsonl" and single.path.read_bytes() == (data / "rows.jsonl").read_bytes()
+    with pytest.raises(artifacts.ArtifactNotFound):
+        artifacts.open_file(artifacts.join(uri, "nope.jsonl"))
+    with pytest.raises(artifacts.ArtifactNotFound):
+        artifacts.cached(f"{s3_store.url}/models/none")
+    artifacts.remove(uri)
+    assert not artifacts.exists(uri)
+
+
+def test_models_and_adapters_register_from_s3_when_they_are_there(db, s3_store, tmp_path, tiny_model, tiny_adapter):
+    base = artifacts.publish(Path(tiny_model), "models/tiny")
+    adapter = artifacts.publish(Path(tiny_adapter), "models/tiny-adapter")
+    version = model_version_register(name="from-s3", base_model=base + "/", adapter_path=adapter)
+    assert (version.base_model, version.adapter_path) == (base, adapter)
+    with pytest.raises(ValidationError, match="no config.json"):
+        model_version_register(name="not-a-model", base_model=adapter)
+    with pytest.raises(ValidationError, match="no adapter_config.json"):
+        model_version_register(name="not-an-adapter", base_model=base, adapter_path=base)
+    with pytest.raises(ValidationError, match="cannot be read from here"):
+        model_version_register(name="unknown-scheme", base_model="nosuchscheme://bucket/model")
