@@ -318,6 +318,10 @@ LOGGING = {
         # import and warns when it cannot (the `kernels` package is absent, and Prefloop runs offline): its own
         # 4-bit CPU path works without it, so the warning is kept out of every job's log.
         "bitsandbytes.backends.cpu.ops": {"level": "ERROR"},
+        # Each reach to an S3 store would log where its credentials and endpoint came from.
+        "aiobotocore.credentials": {"level": "WARNING"},
+        "botocore.credentials": {"level": "WARNING"},
+        "botocore.configprovider": {"level": "WARNING"},
     },
 }
 
