@@ -12,8 +12,8 @@ DEFAULT_SAMPLING = Sampling()
 
 class ModelVersionForm(forms.Form):
     name = forms.SlugField(max_length=100)
-    base_model = forms.CharField(max_length=500, help_text="Hugging Face id (org/name) or a local folder path.")
-    adapter_path = forms.CharField(max_length=500, required=False, help_text="Optional PEFT LoRA adapter folder.")
+    base_model = forms.CharField(max_length=500, help_text="Hugging Face id (org/name), a local folder path, or an s3:// URI in the artifact store.")
+    adapter_path = forms.CharField(max_length=500, required=False, help_text="Optional PEFT LoRA adapter folder (a local path or an s3:// URI).")
     kind = forms.ChoiceField(choices=ModelVersion.Kind.choices)
     parent = forms.ModelChoiceField(queryset=ModelVersion.objects.all(), required=False, to_field_name="name")
     notes = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False)

@@ -86,4 +86,5 @@ def s3_store(s3_server, settings, monkeypatch, tmp_path):
     store = S3Store(s3_server, bucket)
     settings.ARTIFACTS_URL = store.url
     settings.ARTIFACTS_CACHE_DIR = tmp_path / "cache"
-    return store
+    yield store
+    filesystem().rm(bucket, recursive=True)  # the server holds every bucket in memory until the session ends

@@ -53,3 +53,18 @@ def test_the_built_folder_has_no_gguf_quantization_config_so_vllm_accepts_it():
 
     folder = default_model.build(settings.MODELS_DIR / DEFAULT_MODEL_NAME)
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+
+
+def test_with_an_s3_store_the_default_model_is_uploaded_once_and_registered_there(s3_store, settings):
+    from config import artifacts
+
+    call_command("prepare_default_model")
+    version = ModelVersion.objects.get(name=DEFAULT_MODEL_NAME)
+    assert version.base_model == f"{s3_store.url}/models/{DEFAULT_MODEL_NAME}"
+    keys = s3_store.keys()
+    assert f"prefloop/models/{DEFAULT_MODEL_NAME}/model.safetensors" in keys
+    call_command("prepare_default_model")
+    assert s3_store.keys() == keys and ModelVersion.objects.filter(name=DEFAULT_MODEL_NAME).count() == 1
+    local = settings.MODELS_DIR / DEFAULT_MODEL_NAME
+    fetched = artifacts.cached(version.base_model)
+    assert fetched.downloaded and (fetched.path / "model.safetensors").read_bytes() == (local / "model.safetensors").read_bytes()

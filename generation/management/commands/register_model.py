@@ -7,11 +7,11 @@ from generation.models import ModelVersion
 
 
 class Command(BaseCommand):
-    help = "Register a model version: a Hugging Face id or local folder, optionally with a LoRA adapter folder."
+    help = "Register a model version: a Hugging Face id, a local folder or an s3:// URI, optionally with a LoRA adapter folder (local or s3://)."
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Short unique name, e.g. llama3-8b-instruct.")
-        parser.add_argument("base_model", help="Hugging Face id (org/name) or local folder.")
+        parser.add_argument("base_model", help="Hugging Face id (org/name), local folder, or s3:// URI.")
         parser.add_argument("--adapter", default="", help="PEFT LoRA adapter folder.")
         parser.add_argument("--kind", choices=ModelVersion.Kind.values, default=ModelVersion.Kind.POLICY)
         parser.add_argument("--parent", help="Name of the version this one derives from.")
