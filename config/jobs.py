@@ -58,6 +58,9 @@ class Job(models.Model):
     error = models.TextField(blank=True, help_text="Why it failed, with the full traceback.")
     device = models.CharField(max_length=20, blank=True, help_text="Where it ran (cpu, cuda, cuda:1), as the job resolved it.")
     worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process that ran it.")
+    gpu = models.CharField(
+        max_length=50, blank=True, help_text="The GPU its worker was pinned to (its CUDA_VISIBLE_DEVICES); blank when not pinned."
+    )
     load_seconds = models.FloatField(default=0.0, help_text="Time spent loading models (left out of rates and ETAs).")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -112,8 +115,21 @@ class Job(models.Model):
 
     @property
     def ran_on(self) -> str:
-        """Where it ran, for lists (the device; a kind may add more)."""
-        return self.device
+        """Where it ran, for lists: "cpu · transformers · worker host:123 · GPU 1" (what ran it, then which process
+        on which GPU)."""
+        return " · ".join(part for part in (*self.ran_with, *self.ran_in) if part)
+
+    @property
+    def ran_with(self) -> tuple[str, ...]:
+        """The device, as the job resolved it; a kind may add more (its backend)."""
+        return (self.device,)
+
+    @property
+    def ran_in(self) -> tuple[str, ...]:
+        """The worker process and the GPU it was pinned to, as far as known (nothing before the job starts)."""
+        worker = (f"worker {self.worker}",) if self.worker else ()
+        gpu = (f"GPU {self.gpu}",) if self.gpu else ()
+        return worker + gpu
 
     @property
     def is_active(self) -> bool:
@@ -183,14 +199,19 @@ def _claim(model: type[Job], pk: int) -> Job | None:
         if job is None or job.status != Job.Status.QUEUED:
             return None
         job.status, job.started_at, job.heartbeat_at = Job.Status.RUNNING, now, now
-        job.worker = worker_name(os.getpid())
-        job.save(update_fields=["status", "started_at", "heartbeat_at", "worker"])
+        job.worker, job.gpu = worker_name(os.getpid()), pinned_gpu()
+        job.save(update_fields=["status", "started_at", "heartbeat_at", "worker", "gpu"])
     return job
 
 
 def worker_name(pid: int) -> str:
     """What ``Job.worker`` records for process ``pid`` of this machine: host:pid."""
     return f"{socket.gethostname()}:{pid}"[:200]
+
+
+def pinned_gpu() -> str:
+    """The GPU this worker was pinned to (`manage.py serve` sets CUDA_VISIBLE_DEVICES per gpu worker); "" when not."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")[:50]
 
 
 def _end(job: Job, status: str, **fields) -> None:

@@ -81,8 +81,8 @@ class GenerationJob(Job):
         return f"{self.project.name}: {self.prompts_total} prompts, {models_text}"
 
     @property
-    def ran_on(self) -> str:
-        return " · ".join(part for part in (self.device, self.backend_used) if part)
+    def ran_with(self) -> tuple[str, ...]:
+        return (self.device, self.backend_used)
 
 
 class GenerationJobModel(models.Model):

@@ -1,6 +1,7 @@
 """The one job lifecycle (config.jobs) and the Jobs page: every kind runs, fails, is cancelled and is reaped the
 same way, and a queued job says where it stands in its queue and what it waits for."""
 
+import os
 from datetime import timedelta
 
 import pytest
@@ -72,6 +73,36 @@ def test_a_failure_keeps_the_whole_traceback(project):
     # Every frame, from the runner down to the one that raised (a limit of five or eight frames cut those off).
     assert "in run_job" in job.error and 'raise RuntimeError("the disk is full")' in job.error
     assert job.worker  # host:pid of the process that ran it
+
+
+def test_a_job_records_the_gpu_its_worker_was_pinned_to(project, monkeypatch):
+    """`manage.py serve` pins each gpu worker with CUDA_VISIBLE_DEVICES; the claim records it beside host:pid."""
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    pinned = run_job(Export, Export.objects.create(export_format="jsonl").pk, work=lambda job: {})
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    unpinned = run_job(Export, Export.objects.create(export_format="jsonl").pk, work=lambda job: {})
+    assert (pinned.status, pinned.gpu, pinned.worker) == ("succeeded", "1", worker_name(os.getpid()))
+    assert (unpinned.status, unpinned.gpu, unpinned.worker) == ("succeeded", "", worker_name(os.getpid()))
+
+
+def test_the_jobs_page_a_jobs_page_and_the_api_say_which_worker_and_gpu_ran_it(client, api_client, users, project, policy):
+    fields = {"status": "succeeded", "device": "cpu", "backend_used": "transformers"}
+    on_gpu = generation_job(project, policy, worker="box:123", gpu="1", **fields)
+    unpinned = generation_job(project, policy, worker="box:456", **fields)
+    not_started = generation_job(project, policy)
+
+    client.force_login(users["researcher"])
+    page = client.get(reverse("jobs")).content.decode()
+    assert "<td>cpu · transformers · worker box:123 · GPU 1</td>" in page
+    assert "<td>cpu · transformers · worker box:456</td>" in page
+    assert 'data-worker>Ran on worker box:123 · GPU 1</p>' in client.get(reverse("job_detail", args=[on_gpu.pk])).content.decode()
+    assert 'data-worker>Ran on worker box:456</p>' in client.get(reverse("job_detail", args=[unpinned.pk])).content.decode()
+    assert "data-worker" not in client.get(reverse("job_detail", args=[not_started.pk])).content.decode()
+
+    api_client.force_authenticate(users["researcher"])
+    rows = {row["id"]: row for row in api_client.get(reverse("api_jobs"), {"kind": "generation"}).json()}
+    assert [(rows[job.pk]["worker"], rows[job.pk]["gpu"]) for job in (on_gpu, unpinned, not_started)] == [("box:123", "1"), ("box:456", ""), ("", "")]
+    assert api_client.get(reverse("api_generation_job", args=[on_gpu.pk])).json()["gpu"] == "1"
 
 
 def test_cancel_success_and_a_failing_success_hook(project, policy):

@@ -45,6 +45,7 @@ class JobStateSerializer(serializers.Serializer):
 
     device = serializers.CharField(help_text="Where it ran (cpu, cuda, cuda:1), as the job resolved it.")
     worker = serializers.CharField(help_text="host:pid of the process that ran it.")
+    gpu = serializers.CharField(help_text="The GPU its worker was pinned to (CUDA_VISIBLE_DEVICES: \"1\"); blank when not pinned.")
     queue = serializers.SerializerMethodField(help_text="While queued: its place in the queue; null otherwise.")
 
     @extend_schema_field(QueuePlaceSerializer(allow_null=True))
@@ -54,7 +55,7 @@ class JobStateSerializer(serializers.Serializer):
         return place.as_dict() if place else None
 
 
-JOB_STATE_FIELDS = ["device", "worker", "queue"]
+JOB_STATE_FIELDS = ["device", "worker", "gpu", "queue"]
 
 
 class JobSerializer(JobStateSerializer):
