@@ -1,7 +1,9 @@
-"""The processes of one Prefloop machine: the web server, the two Celery workers and Celery beat.
+"""The processes of one Prefloop machine: the web server, the Celery workers (one `default` worker, one `gpu` worker
+per GPU) and Celery beat.
 
 `python manage.py serve` runs them together under ``supervise``; a larger deployment runs the same command lines
-under its own supervisor (systemd, Kubernetes), with more web workers and one `gpu` worker per GPU.
+under its own supervisor (systemd, Kubernetes), with more web workers. A machine that joins a deployment (a second
+GPU box) runs only workers (``machine_processes`` without ``web``): Celery beat must run once per deployment.
 
 The supervisor, in short: each process runs in its own process group. When one exits while serve is not stopping,
 whatever is left of its group is killed, ``on_exit`` is told the pids its group ever had (so jobs running in them can
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +34,7 @@ logger = logging.getLogger(__name__)
 class ProcessSpec:
     name: str
     argv: list[str]
+    env: Mapping[str, str] = field(default_factory=dict)  # laid over the supervisor's environment
 
 
 def web(host: str, port: int, workers: int | None = None, threads: int = 2, access_log: bool = False) -> ProcessSpec:
@@ -51,12 +55,19 @@ def default_worker(concurrency: int = 2) -> ProcessSpec:
     )
 
 
-def gpu_worker() -> ProcessSpec:
+def gpu_worker(gpu: str | None = None) -> ProcessSpec:
+    """The worker of GPU ``gpu`` (an index as nvidia-smi lists it), which sees only that GPU; without one, a worker
+    that sees whatever the supervisor sees (no GPU, or all of them)."""
+    name, hostname, env = "worker-gpu", "gpu@%h", {}
+    if gpu is not None:
+        # CUDA numbers GPUs fastest first unless told otherwise; nvidia-smi (and --gpus) by PCI bus.
+        name, hostname, env = f"worker-gpu{gpu}", f"gpu{gpu}@%h", {"CUDA_VISIBLE_DEVICES": gpu, "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     # One job at a time, and a fresh process per job: vLLM and CUDA give memory back only when the process exits.
     return ProcessSpec(
-        "worker-gpu",
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "gpu", "--hostname", "gpu@%h",
+        name,
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", "gpu", "--hostname", hostname,
          "--concurrency", "1", "--max-tasks-per-child", "1", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+        env,
     )
 
 
@@ -65,6 +76,65 @@ def beat() -> ProcessSpec:
     return ProcessSpec(
         "beat", [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"],
     )
+
+
+QUEUES = ("default", "gpu")
+
+
+def machine_processes(*, queues: Collection[str], gpus: list[str], web: ProcessSpec | None = None) -> list[ProcessSpec]:
+    """The processes of one machine: the workers of ``queues`` (one `gpu` worker per GPU in ``gpus``, one unpinned
+    worker when there is none) and, on the main machine (the one given ``web``), the web server and Celery beat.
+    Beat must run once per deployment: two would send every periodic task twice."""
+    workers = [default_worker()] if "default" in queues else []
+    if "gpu" in queues:
+        workers += [gpu_worker(gpu) for gpu in gpus] or [gpu_worker()]
+    return [web, *workers, beat()] if web else workers
+
+
+# --- which GPUs -------------------------------------------------------------------------------------------------------
+
+
+def parse_gpu_ids(text: str) -> list[str]:
+    """"0,2" -> ["0", "2"]; raises ValueError for anything but distinct non-negative integers separated by commas."""
+    ids = [part.strip() for part in text.split(",")]
+    if not all(part.isascii() and part.isdigit() for part in ids):
+        raise ValueError(f"{text!r} is not a list of GPU indexes: give non-negative integers separated by commas, like 0,2.")
+    numbers = [int(part) for part in ids]
+    if len(set(numbers)) != len(numbers):
+        raise ValueError(f"{text!r} names a GPU more than once.")
+    return [str(number) for number in numbers]
+
+
+def visible_gpus(environ: Mapping[str, str] = os.environ) -> tuple[list[str], str]:
+    """The GPUs of this machine and where that came from: CUDA_VISIBLE_DEVICES where it is set (empty: none), else
+    what nvidia-smi lists, else none. Never imports torch: the supervisor lives as long as serve, and torch would
+    cost it 300 MB and seconds to start."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        ids = [part.strip() for part in environ["CUDA_VISIBLE_DEVICES"].split(",") if part.strip()]
+        return ids, "from CUDA_VISIBLE_DEVICES" if ids else "CUDA_VISIBLE_DEVICES is empty"
+    listed = nvidia_smi_gpus(environ.get("PATH"))
+    if listed is None:
+        return [], "no CUDA_VISIBLE_DEVICES and no working nvidia-smi"
+    return listed, "from nvidia-smi"
+
+
+def nvidia_smi_gpus(path: str | None) -> list[str] | None:
+    """The GPU indexes nvidia-smi lists; None where there is no nvidia-smi on ``path`` or it fails (no driver)."""
+    command = shutil.which("nvidia-smi", path=path)
+    if command is None:
+        return None
+    try:
+        listed = subprocess.run([command, "--query-gpu=index", "--format=csv,noheader"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        logger.warning("nvidia-smi did not answer (%s); starting no per-GPU worker.", exc)
+        return None
+    if listed.returncode != 0:
+        logger.warning("nvidia-smi failed (exit %d): %s", listed.returncode, listed.stderr.strip() or listed.stdout.strip())
+        return None
+    return [line.strip() for line in listed.stdout.splitlines() if line.strip()]
+
+
+# --- the supervisor ---------------------------------------------------------------------------------------------------
 
 
 FIRST_BACKOFF_SECONDS = 1.0
@@ -91,7 +161,7 @@ class Child:
 
     def start(self, env: dict) -> None:
         # Its own process group: the group outlives a killed leader, so its leftovers can be found and killed.
-        self.process = subprocess.Popen(self.spec.argv, env=env, process_group=0)
+        self.process = subprocess.Popen(self.spec.argv, env={**env, **self.spec.env}, process_group=0)
         self.started_at, self.restart_at, self.group_pids = time.monotonic(), None, {self.process.pid}
         logger.info("started %s (pid %d)", self.name, self.process.pid)
 

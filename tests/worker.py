@@ -61,12 +61,16 @@ def celery_env(extra_env: dict | None = None) -> dict:
 CELERY = [sys.executable, "-m", "celery", "-A", "config"]
 
 
+def purge_queues(queues: str, env: dict) -> None:
+    """Messages left by earlier runs must not reach a worker a test starts: job ids are reused by a fresh test database."""
+    subprocess.run([*CELERY, "purge", "-f", "-Q", queues], cwd=REPO, env=env, capture_output=True, timeout=60)
+
+
 class Worker:
     def __init__(self, queues: str = "gpu,default", extra_env: dict | None = None, purge: bool = True):
         self.env = celery_env(extra_env)
         if purge:
-            # Messages left by earlier runs must not reach this worker: job ids are reused by a fresh test database.
-            subprocess.run([*CELERY, "purge", "-f", "-Q", queues], cwd=REPO, env=self.env, capture_output=True, timeout=60)
+            purge_queues(queues, self.env)
         self.process = subprocess.Popen(
             [*CELERY, "worker", "--queues", queues, "--concurrency", "1", "--max-tasks-per-child", "1",
              "--hostname", f"test-{os.getpid()}-{queues.replace(',', '-')}@%h", "--without-gossip", "--without-mingle",
