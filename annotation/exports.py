@@ -95,9 +95,7 @@ def _write(export: Export) -> dict:
     if download.is_dir():
         download = Path(shutil.make_archive(str(download), "zip", root_dir=download.parent, base_dir=download.name))
     size = download.stat().st_size
-    stored = artifacts.publish(folder, f"exports/{export.pk}")
-    if artifacts.is_remote(stored):
-        shutil.rmtree(folder)  # the store keeps it; this machine's copy would only fill its disk
+    stored = artifacts.publish(folder, f"exports/{export.pk}", move=True)
     return {
         "rows_done": result.rows, "data_path": artifacts.join(stored, download.relative_to(folder).as_posix()),
         "card_path": artifacts.join(stored, result.card_path.relative_to(folder).as_posix()), "size_bytes": size,

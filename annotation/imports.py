@@ -31,6 +31,7 @@ from annotation import importing
 from annotation.importing import ImportedRow
 from annotation.models import Demonstration, ImportJob, PreferencePair, Project, Prompt
 from annotation.services import BATCH_SIZE, ImportReport, chunks_of, import_chunk, import_limits
+from config import artifacts
 from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.models import Candidate
 
@@ -46,25 +47,27 @@ def import_job_create(
     *, project: Project, upload: UploadedFile, heldout_fraction: float = 0.0, source: str = "",
     requested_by: AbstractUser | None = None,
 ) -> ImportJob:
-    """Keep the upload in the data directory and queue its import on the default worker."""
+    """Keep the upload in the artifact store (imports/upload-<random>/upload) and queue its import on the default
+    worker, which may run on another machine."""
     _check_fraction(heldout_fraction)
     settings.IMPORTS_DIR.mkdir(parents=True, exist_ok=True)
-    # Copied before the row exists: a failed copy (a full disk) leaves no job, and no write lock is held meanwhile.
-    incoming = Path(tempfile.mkdtemp(prefix="incoming-", dir=settings.IMPORTS_DIR))
+    # Stored before the row exists: a failed copy (a full disk, a store that does not answer) leaves no job, and no
+    # write lock is held meanwhile.
+    incoming = Path(tempfile.mkdtemp(prefix="upload-", dir=settings.IMPORTS_DIR))
     try:
         with open(incoming / "upload", "wb") as out:
             for chunk in upload.chunks():
                 out.write(chunk)
+        size = (incoming / "upload").stat().st_size
+        stored = artifacts.publish(incoming, f"imports/{incoming.name}", move=True)
         job = ImportJob.objects.create(
             project=project, filename=Path(upload.name or "upload").name[:200], source=(source or upload.name or "")[:200],
-            heldout_fraction=heldout_fraction, requested_by=requested_by,
+            heldout_fraction=heldout_fraction, requested_by=requested_by, file_path=artifacts.join(stored, "upload"),
+            file_is_upload=True, kb_total=2 * _kb(size),
         )
-        folder = settings.IMPORTS_DIR / str(job.pk)
-        shutil.rmtree(folder, ignore_errors=True)  # a leftover of an earlier database with the same ids
-        incoming.rename(folder)
-    finally:
+    except BaseException:
         shutil.rmtree(incoming, ignore_errors=True)
-    _set_file(job, folder / "upload", is_upload=True)
+        raise
     job_dispatch_on_commit(job)
     return job
 
@@ -121,7 +124,7 @@ def _check(job: ImportJob) -> int:
     """Parse and validate every row; nothing is written. Returns the number of rows."""
     job_update(job, phase=ImportJob.Phase.CHECKING)
     rows = 0
-    with open(job.file_path, "rb") as stream:
+    with artifacts.open_file(job.file_path) as stream:
         for rows, _ in enumerate(_rows_with_progress(job, stream, kb_before=0), 1):
             pass
     return rows
@@ -130,7 +133,7 @@ def _check(job: ImportJob) -> int:
 def _write(job: ImportJob) -> ImportReport:
     report = ImportReport()
     project = job.project
-    with open(job.file_path, "rb") as stream:
+    with artifacts.open_file(job.file_path) as stream:
         for chunk in chunks_of(_rows_with_progress(job, stream, kb_before=job.kb_total // 2), BATCH_SIZE):
             with transaction.atomic():
                 report += import_chunk(project, chunk, job.source, job.heldout_fraction, import_job=job)
@@ -188,4 +191,4 @@ def _discard_rows(job_id: int) -> None:
 
 def _forget_upload(job: ImportJob) -> None:
     if job.file_is_upload and job.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
-        shutil.rmtree(Path(job.file_path).parent, ignore_errors=True)
+        artifacts.remove(artifacts.parent(job.file_path))

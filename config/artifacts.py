@@ -68,14 +68,21 @@ def file_name(uri: str) -> str:
     return PurePosixPath(uri).name
 
 
+def parent(uri: str) -> str:
+    return uri.rstrip("/").rsplit("/", 1)[0] if is_remote(uri) else str(Path(uri).parent)
+
+
 # --- writing ---------------------------------------------------------------------------------------------------------
 
 
-def publish(local: Path, key: str) -> str:
-    """Copy a local file or folder to ``key`` in the store (replacing what was there) and return its URI."""
+def publish(local: Path, key: str, *, move: bool = False) -> str:
+    """Copy a local file or folder to ``key`` in the store (replacing what was there) and return its URI. ``move``
+    removes the local copy afterwards, unless the store keeps it where it was written."""
     target = store_uri(key)
     if not is_remote(target):
-        _copy_locally(Path(local), Path(target))
+        in_place = _copy_locally(Path(local), Path(target))
+        if move and not in_place:
+            _remove_local(Path(local))
         return target
     fs, path = _filesystem(target)
     files = _local_files(Path(local))
@@ -86,19 +93,29 @@ def publish(local: Path, key: str) -> str:
     fs.put([str(files[rel]) for rel in files], remote)
     logger.info("Uploaded %s to %s (%d files, %.1f MB) in %.1f s", local, target, len(files),
                 sum(f.stat().st_size for f in files.values()) / 1e6, time.monotonic() - started)
+    if move:
+        _remove_local(Path(local))
     return target
 
 
-def _copy_locally(local: Path, target: Path) -> None:
+def _copy_locally(local: Path, target: Path) -> bool:
+    """Copy into a local store; True when there was nothing to copy (the store's root holds the work folder)."""
     if target.resolve() == local.resolve():
-        return  # written in place: the local store's root holds the work folder
-    if target.is_dir():
-        shutil.rmtree(target)
+        return True
+    _remove_local(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if local.is_dir():
         shutil.copytree(local, target)
     else:
         shutil.copy2(local, target)
+    return False
+
+
+def _remove_local(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _local_files(local: Path) -> dict[str, Path]:
@@ -111,8 +128,7 @@ def _local_files(local: Path) -> dict[str, Path]:
 def remove(uri: str) -> None:
     """Delete a file or folder of the store (nothing when it is not there)."""
     if not is_remote(uri):
-        path = Path(uri)
-        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        _remove_local(Path(uri))
         return
     fs, path = _filesystem(uri)
     if fs.exists(path):

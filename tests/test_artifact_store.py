@@ -104,3 +104,18 @@ def test_models_and_adapters_register_from_s3_when_they_are_there(db, s3_store, 
         model_version_register(name="not-an-adapter", base_model=base, adapter_path=base)
     with pytest.raises(ValidationError, match="cannot be read from here"):
         model_version_register(name="unknown-scheme", base_model="nosuchscheme://bucket/model")
+
+
+def test_a_background_import_reads_its_upload_from_the_store_and_removes_it(db, s3_store, settings, tmp_path, project):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from annotation import imports
+
+    settings.IMPORTS_DIR = tmp_path / "imports"
+    rows = b"".join(b'{"prompt": "Question %d?"}\n' % n for n in range(50))
+    job = imports.import_job_create(project=project, upload=SimpleUploadedFile("big.jsonl", rows))
+    assert job.file_path.startswith(f"{s3_store.url}/imports/upload-") and job.file_path.endswith("/upload")
+    assert not list(settings.IMPORTS_DIR.iterdir()), "the store keeps the only copy"
+    job = imports.import_run(job.pk)
+    assert job.status == "succeeded", job.error
+    assert project.prompts.count() == 50 and not artifacts.exists(artifacts.parent(job.file_path))

@@ -374,11 +374,8 @@ def _train(run: TrainingRun):
 
 def _publish_run_folder(run: TrainingRun, folder: Path) -> None:
     """The adapter, the data and the merged base go to the artifact store, where every worker reads them; the run
-    records their URI from now on. A remote store keeps the only copy (a merged base would fill the worker's disk)."""
-    stored = artifacts.publish(folder, run_store_key(run))
-    job_update(run, output_dir=stored)
-    if artifacts.is_remote(stored):
-        shutil.rmtree(folder)
+    records their URI from now on. The store keeps the only copy (a merged base would fill the worker's disk)."""
+    job_update(run, output_dir=artifacts.publish(folder, run_store_key(run), move=True))
 
 
 def _reward_spec(run: TrainingRun) -> RewardSpec | None:

@@ -3,6 +3,7 @@ every row is checked before any is written, the rows are then written a chunk pe
 cancel or dead worker leaves nothing of the file. Upload size threshold lowered so that small files go this way."""
 
 import json
+from pathlib import Path
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -54,7 +55,7 @@ def test_a_large_upload_answers_with_a_job_whose_page_shows_it_through(client, a
     assert job.status == "succeeded", job.error
     assert (job.rows_total, job.rows_written, job.prompts_created, job.pairs_created) == (ROWS, ROWS, ROWS, ROWS // 10)
     assert job.kb_done == job.kb_total and Prompt.objects.filter(project=project, import_job=job).count() == ROWS
-    assert not imports.settings.IMPORTS_DIR.joinpath(str(job.pk)).exists()  # the upload is gone once imported
+    assert not Path(job.file_path).parent.exists()  # the upload is gone once imported
     page = client.get(reverse("import_detail", args=[job.pk]))
     assert f"Imported: {ROWS} rows, {ROWS} new prompts, {ROWS // 10} new preference pairs".encode() in page.content
     assert b"hx-trigger" not in page.content  # finished: no more polling
