@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import statistics
 from dataclasses import dataclass
 from datetime import datetime
@@ -84,9 +85,9 @@ class QueuePlace:
         text = f"{_ordinal(self.position)} in line on the {self.queue} queue"
         if self.ahead:
             text += f", behind {self.ahead[-1]}"
-            running = [job for job in self.ahead if job.status == Job.Status.RUNNING]
-            if running and running[0] is not self.ahead[-1]:
-                text += f" (now running: {running[0]})"
+            running = [job for job in self.ahead if job.status == Job.Status.RUNNING and job is not self.ahead[-1]]
+            if running:
+                text += f" (now running: {', '.join(str(job) for job in running)})"
         if self.wait_seconds is not None and self.ahead:
             text += f", about {_duration(self.wait_seconds)} left"
         elif self.ahead:
@@ -107,8 +108,9 @@ class QueuePlace:
 
 
 class JobQueues:
-    """The queues as they stand now, read once however many jobs are placed in them (a list places every row): one
-    worker per queue takes one job at a time, oldest first."""
+    """The queues as they stand now, read once however many jobs are placed in them (a list places every row). Each
+    worker takes one job at a time, oldest first; a queue may have several (one gpu worker per GPU). While a job
+    waits, every worker of its queue is busy, so the jobs running on the queue tell how many workers it has."""
 
     def __init__(self):
         self._active: list[Job] | None = None
@@ -135,20 +137,23 @@ class JobQueues:
         return self._active
 
     def _wait(self, ahead: list[Job]) -> float | None:
-        """The time left of the running jobs plus the typical time of each queued one (the queue runs one at a time)."""
-        total = 0.0
+        """When a worker is free for the job: each running job's time left occupies a worker, and each queued job
+        ahead takes the worker that frees first for its kind's typical time."""
+        free_at: list[float] = []  # one entry per busy worker: when it is free
         for job in ahead:
             typical = self._typical_seconds(type(job))
             if job.status == Job.Status.RUNNING:
                 left = job_progress(job).eta_seconds
                 if left is None and typical is not None:
                     left = max(0.0, typical - _elapsed(job))
+                if left is None:
+                    return None
+                heapq.heappush(free_at, left)
             else:
-                left = typical
-            if left is None:
-                return None
-            total += left
-        return total
+                if typical is None:
+                    return None
+                heapq.heappush(free_at, (heapq.heappop(free_at) if free_at else 0.0) + typical)
+        return free_at[0] if free_at else 0.0
 
     def _typical_seconds(self, model: type[Job]) -> float | None:
         """The median run time of the kind's last succeeded jobs."""

@@ -301,3 +301,20 @@ def test_a_job_the_broker_did_not_take_says_so_and_is_sent_again_later(project, 
         assert "the broker could not be reached" in place.sentence
         settings.JOB_REAPER_SECONDS = 0
         assert redispatch_undelivered_jobs() == 0
+
+
+def test_with_two_gpu_workers_a_queued_job_waits_for_the_first_to_free(project, policy, reward):
+    finished(TrainingRun, 600, kind="dpo", base_version=policy)
+    finished(GenerationJob, 120, project=project)
+    now = timezone.now()
+    long_run = training_run(project, policy, status="running", started_at=now, heartbeat_at=now, gpu="0")
+    short_job = generation_job(project, policy, status="running", started_at=now - timedelta(seconds=60), heartbeat_at=now, gpu="1")
+    first = generation_job(project, policy)
+    second = ScoringJob.objects.create(project=project, reward_version=reward)
+
+    # Two jobs run, so the gpu queue has two workers: the generation job frees GPU 1 after about 60 s more.
+    assert queue_place(first).wait_seconds == pytest.approx(60, abs=5)
+    place = queue_place(second)
+    # `first` takes GPU 1 from 60 s to 180 s; GPU 0 frees at 600 s: `second` starts at 180 s.
+    assert place.position == 2 and place.wait_seconds == pytest.approx(180, abs=5)
+    assert f"(now running: training run {long_run.pk}, generation job {short_job.pk})" in place.sentence
