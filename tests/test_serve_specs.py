@@ -111,3 +111,17 @@ def test_no_gpu_where_nvidia_smi_fails_or_is_missing(tmp_path, caplog):
 def test_serve_says_which_gpu_workers_start_on_which_gpu():
     assert gpu_workers_sentence(["0", "2"], "from --gpus") == "gpu workers: worker-gpu0 on GPU 0, worker-gpu2 on GPU 2 (from --gpus)."
     assert gpu_workers_sentence([], "CUDA_VISIBLE_DEVICES is empty") == "One gpu worker, pinned to no GPU: none found (CUDA_VISIBLE_DEVICES is empty)."
+
+
+@pytest.mark.django_db
+def test_a_workers_only_machine_is_warned_of_what_only_this_machine_can_reach(settings):
+    from django.db import connection
+
+    from annotation.management.commands.serve import machine_local_services
+
+    settings.CELERY_BROKER_URL, settings.ARTIFACTS_URL = "filesystem://", "/srv/prefloop"
+    warnings = machine_local_services()
+    assert any("embedded filesystem broker" in w for w in warnings) and any("/srv/prefloop" in w for w in warnings)
+    assert any("SQLite" in w for w in warnings) == (connection.vendor == "sqlite")
+    settings.CELERY_BROKER_URL, settings.ARTIFACTS_URL = "redis://broker:6379/0", "s3://bucket/prefloop"
+    assert [w for w in machine_local_services() if "SQLite" not in w] == []

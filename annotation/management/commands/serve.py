@@ -1,10 +1,11 @@
 import argparse
 
+from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import connection
 
-from config import jobs, processes
+from config import artifacts, jobs, processes
 
 
 class Command(BaseCommand):
@@ -47,6 +48,9 @@ class Command(BaseCommand):
             call_command("collectstatic", interactive=False, verbosity=0)
         if "gpu" in options["queues"]:
             self.stdout.write(gpu_workers_sentence(gpus, source))
+        if options["workers_only"]:
+            for warning in machine_local_services():
+                self.stderr.write(self.style.WARNING(warning))
         code = processes.supervise(
             specs, on_started=lambda: self.stdout.write(self.style.SUCCESS(running_sentence(options))), on_exit=fail_jobs_of
         )
@@ -74,6 +78,18 @@ def gpu_workers_sentence(gpus: list[str], source: str) -> str:
         return f"One gpu worker, pinned to no GPU: none found ({source})."
     workers = ", ".join(f"{processes.gpu_worker(gpu).name} on GPU {gpu}" for gpu in gpus)
     return f"gpu workers: {workers} ({source})."
+
+
+def machine_local_services() -> list[str]:
+    """What a machine that joins a deployment could not share with the others: each is one machine's folder."""
+    found = []
+    if connection.vendor == "sqlite":
+        found.append("DATABASE_URL is SQLite, a file of this machine: workers elsewhere need the deployment's PostgreSQL.")
+    if settings.CELERY_BROKER_URL.startswith("filesystem"):
+        found.append("CELERY_BROKER_URL is the embedded filesystem broker, a folder of this machine: use the deployment's Redis or RabbitMQ.")
+    if not artifacts.is_remote(settings.ARTIFACTS_URL):
+        found.append(f"The artifact store is the local folder {settings.ARTIFACTS_URL}: other machines must mount it at the same path, or set PREFLOOP_ARTIFACTS_URL=s3://...")
+    return found
 
 
 def running_sentence(options) -> str:
