@@ -7,30 +7,16 @@ import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from generation import jobs
 from generation.models import GenerationJob, ModelVersion
 from tests.factories import ProjectFactory, PromptFactory
+from tests.test_supervisor import children_of
 from tests.worker import REPO, Output, celery_env, purge_queues, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-
-def children_of(pid: int) -> list[str]:
-    """The command lines of the processes ``pid`` started, from /proc."""
-    lines = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError):
-            continue
-        if ppid == pid:
-            lines.append(cmdline)
-    return lines
 
 
 def generation(version: ModelVersion) -> GenerationJob:
@@ -54,7 +40,7 @@ def test_two_gpu_workers_run_two_jobs_at_once_each_on_its_gpu(tiny_model):
         output.wait_for(r"gpu0@\S+ ready\.", timeout=60)
         output.wait_for(r"gpu1@\S+ ready\.", timeout=30)
         assert "gpu workers: worker-gpu0 on GPU 0, worker-gpu1 on GPU 1 (from --gpus)." in output.text
-        started = children_of(serve.pid)  # Celery retitles its processes; their arguments stay in the title
+        started = children_of(serve.pid).values()
         assert sorted(re.search(r"worker --queues gpu --hostname (\S+)", line)[1] for line in started) == ["gpu0@%h", "gpu1@%h"], started
 
         version = ModelVersion.objects.create(name="tiny", base_model=tiny_model)

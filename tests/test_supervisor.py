@@ -38,20 +38,28 @@ def filesystem_broker(folder: Path):
         yield
 
 
-def serve_children(serve_pid: int) -> dict[str, int]:
-    """The processes serve started, by name, from /proc."""
-    names = {}
+def children_of(parent_pid: int) -> dict[int, str]:
+    """pid -> command line of each process ``parent_pid`` started, from /proc (Celery retitles its processes; their
+    arguments stay in the title)."""
+    children = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
             cmdline = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
         except (OSError, IndexError):
             continue
-        if ppid != serve_pid:
-            continue
+        if ppid == parent_pid:
+            children[int(stat.parent.name)] = cmdline
+    return children
+
+
+def serve_children(serve_pid: int) -> dict[str, int]:
+    """The processes serve started, by name, from /proc."""
+    names = {}
+    for pid, cmdline in children_of(serve_pid).items():
         for name, marker in (("web", "gunicorn"), ("worker-gpu", "--queues gpu"), ("worker-default", "--queues default"), ("beat", " beat ")):
             if marker in cmdline:
-                names[name] = int(stat.parent.name)
+                names[name] = pid
     return names
 
 

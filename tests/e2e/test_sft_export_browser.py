@@ -26,12 +26,19 @@ def a_project_with_demonstrations():
     return project
 
 
-def test_a_researcher_exports_the_accepted_demonstrations(page, live_server, output_dir, settings, tmp_path):
+@pytest.fixture
+def researcher_page(page, live_server, settings, tmp_path):
+    """A researcher logged in at 1366x900, exports written under tmp_path."""
     settings.EXPORTS_DIR = tmp_path / "exports"
-    project = a_project_with_demonstrations()
     researcher = user_with_role(RESEARCHER, "rita-researcher")
     page.set_viewport_size({"width": 1366, "height": 900})
     log_in(page, live_server.url, researcher.username, "pw-rita-researcher")
+    return page
+
+
+def test_a_researcher_exports_the_accepted_demonstrations(researcher_page, live_server, output_dir):
+    page = researcher_page
+    project = a_project_with_demonstrations()
 
     page.goto(f"{live_server.url}/projects/{project.slug}/")
     page.click("text=Export SFT")
@@ -49,12 +56,9 @@ def test_a_researcher_exports_the_accepted_demonstrations(page, live_server, out
     assert [row["messages"][-1] for row in rows] == [{"role": "assistant", "content": f"Answer {n}."} for n in (0, 1)]
 
 
-def test_an_export_kept_in_an_s3_store_downloads_through_the_browser(page, live_server, output_dir, settings, tmp_path, s3_store):
-    settings.EXPORTS_DIR = tmp_path / "exports"
+def test_an_export_kept_in_an_s3_store_downloads_through_the_browser(researcher_page, live_server, output_dir, tmp_path, s3_store):
+    page = researcher_page
     project = a_project_with_demonstrations()
-    researcher = user_with_role(RESEARCHER, "rita-researcher")
-    page.set_viewport_size({"width": 1366, "height": 900})
-    log_in(page, live_server.url, researcher.username, "pw-rita-researcher")
     page.goto(f"{live_server.url}/projects/{project.slug}/export/sft/")
     page.click("button:has-text('Export')")
     page.wait_for_selector("text=Download data")
