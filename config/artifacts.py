@@ -50,6 +50,16 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file://")
 
 
+def scheme(uri: str) -> str:
+    return uri.split("://", 1)[0].lower() if is_remote(uri) else ""
+
+
+def registrable(uri: str) -> bool:
+    """Whether a model may be registered at this remote URI: S3, or the store's own scheme (no http:// and such,
+    which would have the server fetch what an admin names)."""
+    return scheme(uri) in {"s3", scheme(store_root())} - {""}
+
+
 def store_root() -> str:
     return settings.ARTIFACTS_URL.rstrip("/")
 

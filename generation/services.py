@@ -82,6 +82,8 @@ def _checked_adapter(adapter_path: str) -> str:
 def _checked_remote(uri: str, marker: str, *, field: str, what: str) -> str:
     """A folder in an object store, checked from here: every worker must reach the same store."""
     uri = uri.rstrip("/")
+    if not artifacts.registrable(uri):
+        raise ValidationError({field: f"{artifacts.scheme(uri)}:// is not a store Prefloop reads models from: use s3:// (or a local path, or a Hugging Face id)."})
     try:
         found = artifacts.exists(artifacts.join(uri, marker))
     except Exception as exc:  # noqa: BLE001 - an unknown scheme, no credentials, a store that does not answer

@@ -2,6 +2,7 @@
 server, see tests/s3_server.py): publishing, the content-hash cache, streaming, and the registry's checks."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -102,8 +103,20 @@ def test_models_and_adapters_register_from_s3_when_they_are_there(db, s3_store, 
         model_version_register(name="not-a-model", base_model=adapter)
     with pytest.raises(ValidationError, match="no adapter_config.json"):
         model_version_register(name="not-an-adapter", base_model=base, adapter_path=base)
-    with pytest.raises(ValidationError, match="cannot be read from here"):
-        model_version_register(name="unknown-scheme", base_model="nosuchscheme://bucket/model")
+    for uri in ("http://169.254.169.254/latest", "nosuchscheme://bucket/model", "file:///etc"):
+        with pytest.raises(ValidationError):
+            model_version_register(name="not-a-store", base_model=uri)
+    with pytest.raises(ValidationError, match="is not a model folder"):
+        model_version_register(name="no-such-bucket", base_model="s3://no-such-bucket-here/model")
+
+
+def test_a_store_that_does_not_answer_is_a_clear_refusal(db, s3_store, monkeypatch):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    with monkeypatch.context() as patched, pytest.raises(ValidationError, match="cannot be read from here"):
+        patched.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+        model_version_register(name="unreachable", base_model=f"{s3_store.url}/models/m")
 
 
 def test_a_background_import_reads_its_upload_from_the_store_and_removes_it(db, s3_store, settings, tmp_path, project):
