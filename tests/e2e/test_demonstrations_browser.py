@@ -123,9 +123,11 @@ def test_a_labeler_ranks_then_edits_the_best_response_and_submits_with_enter(pag
         page.keyboard.press(key)
     page.keyboard.press("Enter")
     page.wait_for_selector(".editor")
+    # htmx focuses the box once it has settled the swap: keys typed before land nowhere.
+    page.wait_for_function("() => document.activeElement && document.activeElement.name === 'text'", timeout=5_000)
     page.keyboard.type(" Indeed.")
     page.keyboard.press("Escape")
-    assert "Esc again" in page.inner_text("[data-hint]")
+    page.wait_for_function("() => document.querySelector('[data-hint]').innerText.includes('Esc again')", timeout=5_000)
     page.screenshot(path=str(output_dir / "2-editor-esc-once-1366x900.png"))
     page.keyboard.press("Escape")
     page.wait_for_selector(".empty-queue")
