@@ -132,3 +132,29 @@ def test_a_background_import_reads_its_upload_from_the_store_and_removes_it(db, 
     job = imports.import_run(job.pk)
     assert job.status == "succeeded", job.error
     assert project.prompts.count() == 50 and not artifacts.exists(artifacts.parent(job.file_path))
+
+
+def test_the_api_streams_an_export_from_the_store(db, s3_store, settings, tmp_path, api_client, users, project):
+    import hashlib
+
+    from annotation.models import Demonstration
+    from tests.factories import PromptFactory
+
+    settings.EXPORTS_DIR = tmp_path / "exports"
+    for n in range(3):
+        text = f"Answer {n}."
+        Demonstration.objects.create(
+            project=project, prompt=PromptFactory(project=project), text=text, text_hash=hashlib.sha256(text.encode()).hexdigest(),
+            source="import", status="accepted",
+        )
+    api_client.force_authenticate(users["researcher"])
+    created = api_client.post("/api/exports/", {"projects": [project.slug], "dataset": "sft", "format": "jsonl"}, format="json")
+    assert created.status_code == 201, created.content
+    export = created.json()
+    download = api_client.get(export["data_url"])
+    assert download.status_code == 200 and download["Content-Disposition"].startswith("attachment")
+    body = b"".join(download.streaming_content)
+    assert int(download["Content-Length"]) == len(body) == export["size_bytes"] and body.count(b"\n") == 3
+    assert hashlib.sha256(body).hexdigest() == export["sha256"]
+    artifacts.remove(f"{s3_store.url}/exports/{export['id']}")
+    assert api_client.get(export["data_url"]).status_code == 404
