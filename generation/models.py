@@ -15,8 +15,8 @@ class ModelVersion(models.Model):
         REWARD = "reward", "Reward model (scores responses)"
 
     name = models.SlugField(max_length=100, unique=True, help_text="Short unique name, e.g. smollm2-135m-instruct or round1-dpo.")
-    base_model = models.CharField(max_length=500, help_text="Hugging Face model id or local path of the base weights.")
-    adapter_path = models.CharField(max_length=500, blank=True, help_text="Local path of a PEFT LoRA adapter, if any.")
+    base_model = models.CharField(max_length=500, help_text="Hugging Face model id, local path or s3:// URI of the base weights.")
+    adapter_path = models.CharField(max_length=500, blank=True, help_text="Local path or s3:// URI of a PEFT LoRA adapter, if any.")
     kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.POLICY)
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="children")
     training_run = models.OneToOneField(
