@@ -233,6 +233,8 @@
   // step; Delete clears; Enter submits; S skips; F flags (Shift+F always flags, F alone ranks F when there is a
   // response F); Escape leaves a text box or closes the skip/flag form.
   document.addEventListener("keydown", (event) => {
+    // A key pressed between htmx's swap of the next item and its load event (after the settle) is for the new item.
+    if (!current || !document.body.contains(current.root)) init(document);
     if (!current || !document.body.contains(current.root)) return;
     if (typing(event)) {
       const form = event.target.closest(".skip-form, .flag-form");
