@@ -195,6 +195,7 @@ def cached(uri: str, *, weights: bool = True) -> CacheEntry:
     entry = cache_dir / digest
     size = sum(info["size"] for info in listing.values())
     if (entry / CACHE_MARKER).is_file():
+        (entry / CACHE_MARKER).touch()  # its last use, for pruning
         return CacheEntry(path=_entry_path(entry, listing), downloaded=False, files=len(listing), bytes=size)
     cache_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -206,7 +207,48 @@ def cached(uri: str, *, weights: bool = True) -> CacheEntry:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("Downloaded %s into the cache (%d files, %.1f MB) in %.1f s", uri, len(listing), size / 1e6, time.monotonic() - started)
+    if settings.ARTIFACTS_CACHE_MAX_BYTES:
+        prune_cache(settings.ARTIFACTS_CACHE_MAX_BYTES)
     return CacheEntry(path=_entry_path(entry, listing), downloaded=True, files=len(listing), bytes=size)
+
+
+@dataclass(frozen=True)
+class CachedCopy:
+    path: Path
+    bytes: int
+    last_used: float  # seconds since the epoch
+
+
+IN_USE_SECONDS = 3600  # an entry used this recently may be loading in a job: pruning leaves it
+
+
+def cache_entries() -> list[CachedCopy]:
+    """The complete entries of this machine's cache, least recently used first."""
+    folder = Path(settings.ARTIFACTS_CACHE_DIR)
+    if not folder.is_dir():
+        return []
+    entries = [
+        CachedCopy(path=entry, bytes=sum(f.stat().st_size for f in entry.rglob("*") if f.is_file()), last_used=(entry / CACHE_MARKER).stat().st_mtime)
+        for entry in folder.iterdir() if (entry / CACHE_MARKER).is_file()
+    ]
+    return sorted(entries, key=lambda entry: entry.last_used)
+
+
+def prune_cache(max_bytes: int) -> list[CachedCopy]:
+    """Delete the least recently used entries until the cache holds at most ``max_bytes``, never one used within
+    IN_USE_SECONDS; returns what was deleted."""
+    entries = cache_entries()
+    total = sum(entry.bytes for entry in entries)
+    removed = []
+    for entry in entries:
+        if total <= max_bytes or entry.last_used > time.time() - IN_USE_SECONDS:
+            break
+        (entry.path / CACHE_MARKER).unlink()  # first: a reader never takes a half-deleted entry for a complete one
+        shutil.rmtree(entry.path, ignore_errors=True)
+        total -= entry.bytes
+        removed.append(entry)
+        logger.info("Pruned %s from the artifact cache (%.1f MB, last used %s)", entry.path.name, entry.bytes / 1e6, time.ctime(entry.last_used))
+    return removed
 
 
 def _remote_files(fs, path: str, *, weights: bool) -> dict[str, dict]:

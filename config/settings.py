@@ -44,6 +44,8 @@ def _artifacts_url(value: str) -> str:
 ARTIFACTS_URL = _artifacts_url(os.environ.get("PREFLOOP_ARTIFACTS_URL") or str(DATA_DIR))
 # This machine's copies of what it read from a remote store, by content hash: local to each machine, never shared.
 ARTIFACTS_CACHE_DIR = Path(os.environ.get("PREFLOOP_CACHE_DIR") or DATA_DIR / "cache").resolve()
+# After each download, the least recently used copies beyond this size are deleted (0: never).
+ARTIFACTS_CACHE_MAX_BYTES = int(float(os.environ.get("PREFLOOP_CACHE_MAX_GB") or 0) * 1024**3)
 
 DEBUG = env_bool("PREFLOOP_DEBUG")
 

@@ -3,6 +3,7 @@ server, see tests/s3_server.py): publishing, the content-hash cache, streaming, 
 
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,27 @@ def test_the_api_streams_an_export_from_the_store(db, s3_store, settings, tmp_pa
     assert hashlib.sha256(body).hexdigest() == export["sha256"]
     artifacts.remove(f"{s3_store.url}/exports/{export['id']}")
     assert api_client.get(export["data_url"]).status_code == 404
+
+
+def test_the_cache_is_pruned_least_recently_used_first_but_never_what_is_in_use(s3_store, settings, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    uris = [artifacts.publish(a_model_folder(tmp_path / str(n), weights=bytes([n]) * 100_000), f"models/m{n}") for n in range(3)]
+    entries = [artifacts.cached(uri).path for uri in uris]
+    hours_ago = time.time() - 3 * 3600
+    for n, entry in enumerate(entries):  # last used 3 h, 2.5 h and 2 h ago
+        os.utime(entry / artifacts.CACHE_MARKER, (hours_ago + n * 1800, hours_ago + n * 1800))
+    artifacts.cached(uris[0])  # a hit counts as a use: m0 is now the most recent
+    size = sum(e.bytes for e in artifacts.cache_entries())
+
+    out = StringIO()
+    call_command("artifact_cache", "--prune-to-gb", "0", stdout=out)
+    # m1 and m2 go, least recently used first; m0, used just now, stays even though the limit is 0.
+    assert [e.path for e in artifacts.cache_entries()] == [entries[0]]
+    assert "Deleted 2 cached copies" in out.getvalue() and f"{uris[0]}" in out.getvalue()
+    assert not entries[1].exists() and not entries[2].exists() and size > 0
+
+    settings.ARTIFACTS_CACHE_MAX_BYTES = 1  # pruned after each download: the new copy is in use, so it stays
+    assert artifacts.cached(uris[1]).downloaded and len(artifacts.cache_entries()) == 2
