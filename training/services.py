@@ -349,12 +349,13 @@ def _train(run: TrainingRun):
     folder.mkdir(parents=True)
     train, eval = run_examples(run)
     _write_dataset(folder, run, train, eval)
-    base, base_model = run.base_version, training_base(run)
+    base = run.base_version
     if base.adapter_path:
+        base_model = training_base(run)  # the merged weights, in the run folder
         parent = model_spec(base)
         merge_adapter(base_model=parent.base_model, adapter_path=parent.adapter_path, output_dir=Path(base_model))
     else:
-        base_model = model_spec(base).base_model
+        base_model = model_spec(base).base_model  # this machine's copy
     job_update(run, summary={"base_model": training_base(run)})
     result = train_adapter(
         base_model=base_model,
@@ -374,7 +375,8 @@ def _train(run: TrainingRun):
 
 def _publish_run_folder(run: TrainingRun, folder: Path) -> None:
     """The adapter, the data and the merged base go to the artifact store, where every worker reads them; the run
-    records their URI from now on. The store keeps the only copy (a merged base would fill the worker's disk)."""
+    records their URI from now on. Where the store is elsewhere, the worker's copy goes (a merged base would fill its
+    disk)."""
     job_update(run, output_dir=artifacts.publish(folder, run_store_key(run), move=True))
 
 
