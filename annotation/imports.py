@@ -12,6 +12,7 @@ wrote is deleted again, so a file is imported whole or not at all. What a runnin
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 import time
@@ -34,6 +35,8 @@ from annotation.services import BATCH_SIZE, ImportReport, chunks_of, import_chun
 from config import artifacts
 from config.jobs import job_dispatch_on_commit, job_update, run_job, stop_if_cancelled
 from generation.models import Candidate
+
+logger = logging.getLogger(__name__)
 
 PROGRESS_SECONDS = 0.5  # how often a pass saves its progress (and looks for a cancel)
 
@@ -191,4 +194,7 @@ def _discard_rows(job_id: int) -> None:
 
 def _forget_upload(job: ImportJob) -> None:
     if job.file_is_upload and job.status not in (ImportJob.Status.QUEUED, ImportJob.Status.RUNNING):
-        artifacts.remove(artifacts.parent(job.file_path))
+        try:
+            artifacts.remove(artifacts.parent(job.file_path))
+        except Exception:  # noqa: BLE001 - the import is over either way; a leftover upload costs only space
+            logger.warning("Could not delete the upload of import job %s at %s", job.pk, job.file_path, exc_info=True)
