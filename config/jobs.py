@@ -117,7 +117,12 @@ class Job(models.Model):
     def ran_on(self) -> str:
         """Where it ran, for lists: "cpu · transformers · worker host:123 · GPU 1" (what ran it, then which process
         on which GPU)."""
-        return " · ".join(part for part in (*self.ran_with, *self.ran_in) if part)
+        return " · ".join(part for part in (self.ran_with_text, *self.ran_in) if part)
+
+    @property
+    def ran_with_text(self) -> str:
+        """"cpu · transformers": what ran it, without the process."""
+        return " · ".join(part for part in self.ran_with if part)
 
     @property
     def ran_with(self) -> tuple[str, ...]:
