@@ -16,11 +16,13 @@ Reading: ``local_copy(uri)`` gives a path this process can load from. A remote f
 ``$PREFLOOP_CACHE_DIR/<content hash>``, where the hash covers the names, sizes and ETags (the store's checksum of
 each object's bytes) of its files: a second job on the same machine, under whatever URI names the same bytes, finds
 it there and downloads nothing. A download lands in a temporary folder that is renamed into place once complete, so
-processes sharing a cache never load half a copy. ``open_file`` streams one file (a browser download).
+processes sharing a cache never load half a copy, and holds a lock meanwhile, so two workers of one machine starting
+on the same model download it once. ``open_file`` streams one file (a browser download).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -28,6 +30,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -198,6 +201,28 @@ def cached(uri: str, *, weights: bool = True) -> CacheEntry:
         (entry / CACHE_MARKER).touch()  # its last use, for pruning
         return CacheEntry(path=_entry_path(entry, listing), downloaded=False, files=len(listing), bytes=size)
     cache_dir.mkdir(parents=True, exist_ok=True)
+    # Two workers of one machine starting on the same model: one downloads, the other waits and then finds it.
+    with _exclusive(cache_dir / f".{digest}.lock"):
+        if (entry / CACHE_MARKER).is_file():
+            return CacheEntry(path=_entry_path(entry, listing), downloaded=False, files=len(listing), bytes=size)
+        _fetch(fs, uri, listing, cache_dir, entry, size)
+    if settings.ARTIFACTS_CACHE_MAX_BYTES:
+        prune_cache(settings.ARTIFACTS_CACHE_MAX_BYTES)
+    return CacheEntry(path=_entry_path(entry, listing), downloaded=True, files=len(listing), bytes=size)
+
+
+@contextmanager
+def _exclusive(lock_path: Path):
+    """An advisory lock between the processes of this machine (flock: released if the holder dies)."""
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _fetch(fs, uri: str, listing: dict[str, dict], cache_dir: Path, entry: Path, size: int) -> None:
     started = time.monotonic()
     partial = Path(tempfile.mkdtemp(prefix=".partial-", dir=cache_dir))
     try:
@@ -207,9 +232,6 @@ def cached(uri: str, *, weights: bool = True) -> CacheEntry:
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     logger.info("Downloaded %s into the cache (%d files, %.1f MB) in %.1f s", uri, len(listing), size / 1e6, time.monotonic() - started)
-    if settings.ARTIFACTS_CACHE_MAX_BYTES:
-        prune_cache(settings.ARTIFACTS_CACHE_MAX_BYTES)
-    return CacheEntry(path=_entry_path(entry, listing), downloaded=True, files=len(listing), bytes=size)
 
 
 @dataclass(frozen=True)

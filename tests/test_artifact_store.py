@@ -183,3 +183,24 @@ def test_the_cache_is_pruned_least_recently_used_first_but_never_what_is_in_use(
 
     settings.ARTIFACTS_CACHE_MAX_BYTES = 1  # pruned after each download: the new copy is in use, so it stays
     assert artifacts.cached(uris[1]).downloaded and len(artifacts.cache_entries()) == 2
+
+
+def test_two_workers_of_one_machine_fetching_the_same_model_download_it_once(s3_store, settings, tmp_path):
+    import threading
+
+    uri = artifacts.publish(a_model_folder(tmp_path, weights=os.urandom(30_000_000))  # long enough for the two to overlap, "models/m")
+    start, results = threading.Barrier(2), []
+
+    def fetch():
+        start.wait()
+        results.append(artifacts.cached(uri))
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(result.downloaded for result in results) == [False, True]
+    assert results[0].path == results[1].path and tree(results[0].path) == tree(tmp_path / "model")
+    assert [entry.path for entry in artifacts.cache_entries()] == [results[0].path]
+    assert not [p for p in settings.ARTIFACTS_CACHE_DIR.iterdir() if p.name.startswith(".partial-")]
