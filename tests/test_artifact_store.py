@@ -188,7 +188,8 @@ def test_the_cache_is_pruned_least_recently_used_first_but_never_what_is_in_use(
 def test_two_workers_of_one_machine_fetching_the_same_model_download_it_once(s3_store, settings, tmp_path):
     import threading
 
-    uri = artifacts.publish(a_model_folder(tmp_path, weights=os.urandom(30_000_000))  # long enough for the two to overlap, "models/m")
+    # 30 MB: long enough a download for the two to overlap (without the lock both download).
+    uri = artifacts.publish(a_model_folder(tmp_path, weights=os.urandom(30_000_000)), "models/m")
     start, results = threading.Barrier(2), []
 
     def fetch():
