@@ -64,7 +64,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import BenchError, cpu_calibration
+from common import BenchError, cpu_calibration, default_model_folder
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
@@ -73,9 +73,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(REPO))
 
 PYTHON = sys.executable
-MODEL_NAME = "smollm2-135m-instruct"  # generation.services.DEFAULT_MODEL_NAME
-MODEL_PLACES = [REPO / "var" / "models" / MODEL_NAME, REPO / "var" / "bench" / "models" / MODEL_NAME, REPO / "var" / "test" / "models" / MODEL_NAME]
-CACHE_MODEL = REPO / "var" / "bench" / "models" / MODEL_NAME  # shared with the other benches
 TEMP_PARENT = REPO / "var" / "bench"  # the same disk as the model folders: the copy baseline stays on one disk
 MOTO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "prefloop-bench", "AWS_SECRET_ACCESS_KEY": "prefloop-bench-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 MB = 1e6
@@ -133,15 +130,10 @@ def model_folder(args: argparse.Namespace) -> Path:
         if not folder.is_dir():
             raise BenchError(f"--folder {args.folder}: not a folder")
         return folder
-    from generation.backends.default_model import DefaultModelUnavailable, build, is_built
+    from generation.backends.default_model import DefaultModelUnavailable
 
-    for place in MODEL_PLACES:
-        if is_built(place):
-            return place
-    print(f"Building the default model into {CACHE_MODEL} (once; about 40 s) ...", flush=True)
-    CACHE_MODEL.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return build(CACHE_MODEL)
+        return default_model_folder()
     except DefaultModelUnavailable as exc:
         raise BenchError(str(exc)) from exc
 

@@ -10,6 +10,26 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 
+MODEL_NAME = "smollm2-135m-instruct"  # generation.services.DEFAULT_MODEL_NAME
+_REPO = Path(__file__).resolve().parent.parent
+# Built copies of the default model, looked for in this order: the app's, the benches', the tests'.
+MODEL_PLACES = [_REPO / "var" / "models" / MODEL_NAME, _REPO / "var" / "bench" / "models" / MODEL_NAME, _REPO / "var" / "test" / "models" / MODEL_NAME]
+CACHE_MODEL = _REPO / "var" / "bench" / "models" / MODEL_NAME  # where a bench builds it when there is none
+
+
+def default_model_folder() -> Path:
+    """A built copy of the default model (MODEL_PLACES), else one built into CACHE_MODEL, once. The caller has put
+    the repository first on sys.path (the apps are imported)."""
+    from generation.backends.default_model import build, is_built
+
+    for place in MODEL_PLACES:
+        if is_built(place):
+            return place
+    print(f"Building the default model into {CACHE_MODEL} (once; about 40 s) ...", flush=True)
+    CACHE_MODEL.parent.mkdir(parents=True, exist_ok=True)
+    return build(CACHE_MODEL)
+
+
 class BenchError(Exception):
     """The benchmark cannot go on (a subprocess failed, a check did not hold, the server did not start, ...)."""
 

@@ -58,7 +58,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import BenchError, children_cpu_seconds, cpu_calibration, machine_busy_seconds
+from common import MODEL_NAME, MODEL_PLACES, BenchError, children_cpu_seconds, cpu_calibration, default_model_folder, machine_busy_seconds
 from common import run_subprocess as run_logged
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,9 +68,6 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(REPO))
 
 PYTHON = sys.executable
-MODEL_NAME = "smollm2-135m-instruct"  # generation.services.DEFAULT_MODEL_NAME
-MODEL_PLACES = [REPO / "var" / "models" / MODEL_NAME, REPO / "var" / "bench" / "models" / MODEL_NAME, REPO / "var" / "test" / "models" / MODEL_NAME]
-CACHE_MODEL = REPO / "var" / "bench" / "models" / MODEL_NAME  # shared with bench/training.py and bench/loop_quality.py
 FRESH_JUDGE = REPO / "var" / "bench" / "models" / f"{MODEL_NAME}-fresh-reward-head"
 TOP_P = 0.95
 RUN_TIMEOUT = 1800
@@ -303,16 +300,9 @@ def run_worker(name: str, kind: str, spec: dict, env: dict, workdir: Path) -> di
 
 
 def model_folder(args: argparse.Namespace) -> Path:
-    from generation.backends.default_model import build, is_built
-
     if args.model:
         return Path(args.model).resolve()
-    for place in MODEL_PLACES:
-        if is_built(place):
-            return place
-    print(f"Building the default model into {CACHE_MODEL} (once; about 40 s) ...", flush=True)
-    CACHE_MODEL.parent.mkdir(parents=True, exist_ok=True)
-    return build(CACHE_MODEL)
+    return default_model_folder()
 
 
 def judge_folder(args: argparse.Namespace, model: Path, env: dict, workdir: Path) -> Path:
