@@ -310,15 +310,10 @@ def _download(fs, listing: dict[str, dict], into: Path) -> None:
 
 
 def _move_into_place(partial: Path, entry: Path) -> None:
-    if (entry / CACHE_MARKER).is_file():
-        return  # another process finished the same download first
+    """Under the entry's lock (``cached``): nobody else writes it meanwhile."""
     if entry.exists():
         shutil.rmtree(entry)  # an entry without its marker: left by a writer that died
-    try:
-        os.rename(partial, entry)
-    except OSError:
-        if not (entry / CACHE_MARKER).is_file():
-            raise  # not another process that finished the same download first
+    os.rename(partial, entry)
 
 
 def _filesystem(uri: str):
